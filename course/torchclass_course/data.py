@@ -557,7 +557,7 @@ def pretrained_cnn(num_classes: int, image_size: int = 224):
         mean, std = [127 / 255] * 3, [128 / 255] * 3
         source = Source("offline", "EfficientNet-Lite0, ImageNet weights", path)
         hint = "ResNet-18 is used instead once the instructor runs `make data`."
-    resize = int(round(image_size * 256 / 224))
+    resize = round(image_size * 256 / 224)
     preprocess = transforms.Compose([
         transforms.Resize(resize),
         transforms.CenterCrop(image_size),

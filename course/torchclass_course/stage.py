@@ -79,8 +79,7 @@ def stage_imdb(root: Path) -> list[Path]:
     for split, items in rows.items():
         items.sort(key=lambda r: r["text"])  # a stable order, independent of the archive's
         with open(out / f"{split}.jsonl", "w", encoding="utf-8") as f:
-            for item in items:
-                f.write(json.dumps(item) + "\n")
+            f.writelines(json.dumps(item) + "\n" for item in items)
     shutil.rmtree(work)
     return _files(root, "imdb")
 

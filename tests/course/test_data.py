@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torchvision import transforms
-
 from torchclass_course import checks, data, stage
 from torchclass_course.device import get_device
+from torchvision import transforms
 
 pytestmark = pytest.mark.usefixtures("no_network")
 
