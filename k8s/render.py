@@ -53,14 +53,18 @@ def load_yaml(path):
     return doc
 
 
-def merge(base, override):
-    """Helm's coalescing: maps merge key by key, null deletes a key, anything else replaces."""
+def merge(base, override, keep_null=False):
+    """Helm's coalescing: maps merge key by key, null deletes a key, anything else replaces.
+    Between layers a null is kept (keep_null) so it still deletes the subchart's default."""
     out = copy.deepcopy(base)
     for key, value in override.items():
         if value is None:
-            out.pop(key, None)
+            if keep_null:
+                out[key] = None
+            else:
+                out.pop(key, None)
         elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
+            out[key] = merge(out[key], value, keep_null)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -83,7 +87,7 @@ def load_values(site=None, gpu=True):
     """The wrapper chart's values after every layer and --set-file, as Helm computes them."""
     values = {}
     for path in layer_files(site, gpu):
-        values = merge(values, load_yaml(path))
+        values = merge(values, load_yaml(path), keep_null=True)
     for dotted, path in SET_FILES:
         set_path(values, dotted, path.read_text())
     return values
