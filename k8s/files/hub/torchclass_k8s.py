@@ -119,10 +119,10 @@ def course_groups_and_roles(torchclass):
 
 def apply(config, torchclass):
     spawner = config.KubeSpawner
-    spawner.profile_list = [
-        gpu_profile_overrides(dict(profile), torchclass)
-        for profile in (spawner.profile_list or [])
-    ]
+    # Without the GPU layer there is no profile list: students get the CPU image directly.
+    profiles = spawner.get("profile_list") or []
+    if profiles:
+        spawner.profile_list = [gpu_profile_overrides(dict(p), torchclass) for p in profiles]
     spawner.pre_spawn_hook = pre_spawn_hook
     # Students' servers ask the hub for their own groups (the courses they are in).
     spawner.server_token_scopes = [
