@@ -9,9 +9,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from k8s_support import REPO, exec_hub_policy, render
 from traitlets.config import Config
-
-from conftest import REPO, exec_hub_policy, render
 
 pytestmark = [pytest.mark.k8s, pytest.mark.grading]
 
@@ -82,7 +81,11 @@ def test_students_see_only_their_own_submissions(classroom, monkeypatch):
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
     from nbgrader.exchange.default import (
-        ExchangeFetchAssignment, ExchangeFetchFeedback, ExchangeList, ExchangeSubmit)
+        ExchangeFetchAssignment,
+        ExchangeFetchFeedback,
+        ExchangeList,
+        ExchangeSubmit,
+    )
 
     policy, tc, volume, tmp = classroom
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -7,8 +7,7 @@ import sys
 
 import pytest
 import yaml
-
-from conftest import REPO, render, validate_strict
+from k8s_support import REPO, render, validate_strict
 
 pytestmark = pytest.mark.k8s
 
@@ -144,7 +143,7 @@ def test_generated_template_is_what_helm_gets(tmp_path):
     out = tmp_path / "torchclass.generated.yaml"
     proc = subprocess.run([sys.executable, str(REPO / "k8s/render.py"), "manifests",
                            "--site", str(SITE), "--out", str(out)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     assert "{{" not in text  # Helm would evaluate it as a template

@@ -5,10 +5,14 @@ import uuid
 
 import pytest
 import torch
-
-from conftest import (
-    build_pod, exec_hub_policy, render, validate_strict, z2jh_spawner_config,
-    SINGLEUSER_NOT_SPAWNER, SINGLEUSER_TRAITS,
+from k8s_support import (
+    SINGLEUSER_NOT_SPAWNER,
+    SINGLEUSER_TRAITS,
+    build_pod,
+    exec_hub_policy,
+    render,
+    validate_strict,
+    z2jh_spawner_config,
 )
 
 pytestmark = pytest.mark.k8s
@@ -31,7 +35,7 @@ current-context: offline
 
 @pytest.fixture
 def hub(merged, tmp_path, monkeypatch):
-    values, sub = merged
+    _, sub = merged
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(KUBECONFIG)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
@@ -44,7 +48,7 @@ def hub(merged, tmp_path, monkeypatch):
 def pod_for(hub, slug):
     config, sub, root = hub
     name = f"s{uuid.uuid4().hex[:8]}"
-    pod, spawner = build_pod(config, name, slug, root)
+    pod, _ = build_pod(config, name, slug, root)
     return pod, name, sub["custom"]["torchclass"], root
 
 
@@ -53,8 +57,7 @@ def container(pod):
     return notebook
 
 
-def test_every_singleuser_key_is_mapped(merged):
-    _, sub = merged
+def test_every_singleuser_key_is_mapped():
     shipped = set(render.load_values(site=None)["jupyterhub"]["singleuser"])
     unknown = shipped - set(SINGLEUSER_TRAITS) - SINGLEUSER_NOT_SPAWNER - HANDLED_ELSEWHERE
     assert not unknown, f"singleuser keys the pod tests would ignore: {sorted(unknown)}"
@@ -69,7 +72,7 @@ def test_profiles_offered(hub):
 
 @pytest.mark.parametrize("slug", ["cpu", "gpu-shared", "gpu-mig", "gpu"])
 def test_profile_pod(hub, slug):
-    pod, name, tc, root = pod_for(hub, slug)
+    pod, name, _, root = pod_for(hub, slug)
     validate_strict(pod)
     nb = container(pod)
     limits = nb["resources"]["limits"]

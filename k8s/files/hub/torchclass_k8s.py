@@ -19,7 +19,7 @@ import re
 
 from z2jh import get_config
 
-c = globals()["c"]  # noqa: F821 - provided by the chart's jupyterhub_config.py, which execs us
+c = globals()["c"]  # the chart's config object: its jupyterhub_config.py execs this file
 
 TORCHCLASS = get_config("custom.torchclass", {})
 # Usernames become path components (exchange subPaths): only plain names are accepted, the

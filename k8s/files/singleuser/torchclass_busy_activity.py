@@ -9,7 +9,7 @@ idle, nobody at the keyboard) reports nothing new, so the culler still reclaims 
 """
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tornado.ioloop import PeriodicCallback
 
@@ -31,7 +31,7 @@ def _load_jupyter_server_extension(serverapp):
 
     def check():
         if busy_kernel_ids(serverapp.kernel_manager):
-            settings[SETTING] = datetime.now(timezone.utc)
+            settings[SETTING] = datetime.now(UTC)
 
     callback = PeriodicCallback(check, seconds * 1000)
     callback.start()
