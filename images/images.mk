@@ -13,6 +13,8 @@ BUILD_ARGS ?=
 # Debian's docker client has BuildKit built in; a newer client needs its buildx plugin.
 DOCKER ?= $(shell docker buildx version >/dev/null 2>&1 && echo docker || (test -x /usr/bin/docker && echo /usr/bin/docker || echo docker))
 export DOCKER
+DOCKER_BUILD_FLAGS ?=
+export DOCKER_BUILD_FLAGS
 
 docker-engine: ## start a local Docker engine if none is running (root)
 	bash images/start-docker-engine
@@ -38,3 +40,10 @@ lock: install ## recompile every requirements.in into its pinned requirements.tx
 bench-images: install ## image sizes, build times, start-to-ready time -> bench-results/
 	@mkdir -p $(BENCH_DIR)
 	$(PY) tests/bench/bench_images.py --out $(BENCH_DIR)
+
+DATA_VOLUME ?= torchclass-data
+
+data-volume: ## stage the real datasets once into the $(DATA_VOLUME) volume (classrooms mount it read-only)
+	$(DOCKER) volume create $(DATA_VOLUME) >/dev/null
+	$(DOCKER) run --rm --network host -v $(DATA_VOLUME):/srv/torchclass/data \
+	  -e TORCHCLASS_DATA=/srv/torchclass/data $(NOTEBOOK_IMAGE) python -m torchclass_course.stage
