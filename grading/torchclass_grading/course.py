@@ -20,6 +20,30 @@ from pathlib import Path
 VENV = Path(os.environ.get("TORCHCLASS_VENV", "/opt/torchclass"))
 
 
+# nbgrader's feedback shows the autograded notebook, hidden tests included. Students get it
+# without them: the hidden lines are cut (ClearHiddenTests) and, since a failing hidden check's
+# traceback would quote its line, errors in those cells keep only the exception and message.
+_FEEDBACK_CONFIG = """
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor, Preprocessor
+from nbgrader.preprocessors import ClearHiddenTests, GetGrades
+
+
+class HideHiddenTestErrors(Preprocessor):
+    enabled = True
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "code" and "### BEGIN HIDDEN TESTS" in cell.source:
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "error":
+                    out["traceback"] = [out["ename"] + ": " + out["evalue"]]
+        return cell, resources
+
+
+c.GenerateFeedback.preprocessors = [
+    GetGrades, HideHiddenTestErrors, ClearHiddenTests, CSSHTMLHeaderPreprocessor]
+"""
+
+
 class CourseError(RuntimeError):
     """An nbgrader command failed; the message carries its output."""
 
@@ -60,8 +84,7 @@ class Course:
             f"c.CourseDirectory.course_id = {self.course_id!r}\n"
             f"c.Exchange.root = {str(self.exchange)!r}\n"
             f"c.ExecutePreprocessor.timeout = {self.timeout}\n"
-            # A student who edits a locked test cell gets it put back before grading.
-            "c.ClearSolutions.enforce_metadata = True\n"
+            + _FEEDBACK_CONFIG
         )
 
     def _chown(self, path: Path) -> None:

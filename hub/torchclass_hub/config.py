@@ -233,6 +233,10 @@ def load(path: str | os.PathLike | None = None, env: dict | None = None) -> Clas
         raise ConfigError(f"{source}: key 'students' repeats instructor(s) {', '.join(both)}. "
                           "Fix: list each person once, under instructors or students.")
     settings = _merge(_defaults(schema()), raw)
+    for section in ("oauth", "lti13"):
+        if section in settings["auth"]:
+            node = schema()["properties"]["auth"]["properties"][section]
+            settings["auth"][section] = _merge(_defaults(node), settings["auth"][section])
     hub = settings["hub"]
     if env.get("TORCHCLASS_PORT"):
         try:
