@@ -68,7 +68,7 @@ class Course:
     timeout: int = 60          # seconds per cell when autograding
 
     @classmethod
-    def from_classroom(cls, classroom) -> "Course":
+    def from_classroom(cls, classroom) -> Course:
         grader = classroom.grader if os.geteuid() == 0 else None
         return cls(classroom.course_dir, classroom.course_id, classroom.exchange_dir, grader)
 
@@ -122,7 +122,7 @@ class Course:
         # The grader has no personal Jupyter config; read only the course's nbgrader_config.py.
         env.pop("JUPYTER_CONFIG_PATH", None)
         cmd = [str(VENV / "bin" / "nbgrader"), *args]
-        proc = subprocess.run(cmd, cwd=self.root, env=env, preexec_fn=preexec,
+        proc = subprocess.run(cmd, check=False, cwd=self.root, env=env, preexec_fn=preexec,
                               capture_output=True, text=True)
         if check and proc.returncode != 0:
             raise CourseError(f"`nbgrader {' '.join(args)}` failed in {self.root} "
@@ -183,7 +183,7 @@ class Course:
             "print(json.dumps({'scores': out, 'max': maxes}))\n"
         )
         preexec = _demote(self.grader) if self.grader and os.geteuid() == 0 else None
-        proc = subprocess.run([str(VENV / "bin" / "python"), "-c", code, str(self.gradebook)],
+        proc = subprocess.run([str(VENV / "bin" / "python"), "-c", code, str(self.gradebook)], check=False,
                               preexec_fn=preexec, capture_output=True, text=True, cwd=self.root)
         if proc.returncode != 0:
             raise CourseError(f"reading {self.gradebook} failed:\n{proc.stderr}")

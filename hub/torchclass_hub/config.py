@@ -72,7 +72,7 @@ def _explain(err: jsonschema.ValidationError, source: str) -> str:
                 f"got {type(err.instance).__name__} {err.instance!r}. "
                 f"Fix: {node.get('description', 'see hub/README.md')}")
     if err.validator == "required":
-        missing = [k for k in err.validator_value if k not in err.instance][0]
+        missing = next(k for k in err.validator_value if k not in err.instance)
         desc = _subschema([*err.absolute_path, missing]).get("description", "")
         full = f"{where}.{missing}" if err.absolute_path else missing
         return f"{source}: missing required key '{full}'. Fix: add it ({desc})"

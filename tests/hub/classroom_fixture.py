@@ -19,8 +19,8 @@ for sub in ("hub", "grading", "course"):
     if str(REPO / sub) not in sys.path:
         sys.path.insert(0, str(REPO / sub))
 
-from torchclass_grading.course import Course  # noqa: E402
-from torchclass_hub import cli, config  # noqa: E402
+from torchclass_grading.course import Course
+from torchclass_hub import cli, config
 
 FIXTURE_ASSIGNMENTS = Path(__file__).resolve().parent / "fixtures" / "assignments"
 STAGE1 = "s1-linear-regression"
@@ -96,7 +96,7 @@ class TestClassroom:
 
     def as_user(self, user: str, *cmd: str) -> subprocess.CompletedProcess:
         """Run a command as one of the classroom's Unix users (isolation checks)."""
-        return subprocess.run(["runuser", "-u", user, "--", *cmd], capture_output=True,
+        return subprocess.run(check=False, args=["runuser", "-u", user, "--", *cmd], capture_output=True,
                               text=True, timeout=60)
 
     def teardown(self) -> None:
@@ -104,7 +104,7 @@ class TestClassroom:
             self.down()
         finally:
             for user in [self.instructor, *self.students, self.classroom.grader]:
-                subprocess.run(["userdel", "-r", "-f", user], capture_output=True)
+                subprocess.run(["userdel", "-r", "-f", user], check=False, capture_output=True)
             shutil.rmtree(self.root, ignore_errors=True)
 
     def info(self) -> str:

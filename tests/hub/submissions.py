@@ -12,7 +12,7 @@ import nbformat
 import yaml
 
 _MARKER = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
-_HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
+_HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.DOTALL)
 
 
 def family(assignment_dir: Path) -> dict:

@@ -14,7 +14,6 @@ import time
 
 import pytest
 import requests
-
 import submissions
 from classroom_fixture import assignment_under_test
 from hubclient import HubClient
@@ -161,8 +160,9 @@ def test_students_cannot_read_or_overwrite_each_others_files_and_submissions(cla
     (sub_a,) = [p for p in inbound.iterdir() if p.name.startswith(f"{a}+")]
     nb_a = sub_a / f"{graded['aid']}.ipynb"
     assert classroom.as_user(b, "sh", "-c", f"echo x > '{nb_a}'").returncode != 0
-    assert classroom.as_user(b, "rm", "-f", str(nb_a)).returncode == 0 or nb_a.exists()
+    assert classroom.as_user(b, "rm", "-f", str(nb_a)).returncode != 0
     assert nb_a.exists()
+    assert classroom.as_user(b, "touch", str(sub_a / "extra.ipynb")).returncode != 0
     assert classroom.as_user(b, "mv", str(sub_a), str(inbound / "stolen")).returncode != 0
     assert classroom.as_user(b, "rm", "-rf", str(sub_a)).returncode != 0 or sub_a.exists()
     assert sub_a.exists()

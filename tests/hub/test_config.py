@@ -7,7 +7,6 @@ import sys
 import jsonschema
 import pytest
 import yaml
-
 from classroom_fixture import REPO
 from torchclass_hub import config
 
@@ -76,7 +75,7 @@ def test_bad_classroom_file_stops_up_before_anything_starts(tmp_path, content, w
     data = tmp_path / "data"
     env = {"PYTHONPATH": f"{REPO}/hub:{REPO}/grading:{REPO}/course", "PATH": "/usr/bin:/bin",
            "TORCHCLASS_DATA_DIR": str(data)}
-    proc = subprocess.run([sys.executable, "-m", "torchclass_hub.cli", "up", "--classroom",
+    proc = subprocess.run(check=False, args=[sys.executable, "-m", "torchclass_hub.cli", "up", "--classroom",
                            str(path)], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     for word in [str(path), *words]:
@@ -95,7 +94,7 @@ def test_busy_port_is_named(tmp_path):
         path.write_text(json.dumps({**GOOD, "hub": {"port": port,
                                                     "data_dir": str(tmp_path / "d")}}))
         env = {"PYTHONPATH": f"{REPO}/hub:{REPO}/grading:{REPO}/course", "PATH": "/usr/bin:/bin"}
-        proc = subprocess.run([sys.executable, "-m", "torchclass_hub.cli", "up", "--classroom",
+        proc = subprocess.run(check=False, args=[sys.executable, "-m", "torchclass_hub.cli", "up", "--classroom",
                                str(path)], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 3
     assert f"port {port}" in proc.stdout and "busy" in proc.stdout
@@ -113,9 +112,8 @@ def test_busy_port_is_named(tmp_path):
                                 "client_id": "1000001"}},
 ], ids=["oauth", "lti13"])
 def test_institution_login_configures_the_real_authenticator(tmp_path, monkeypatch, auth):
-    from traitlets.config import Config
-
     from torchclass_hub import auth as tc_auth
+    from traitlets.config import Config
 
     path = tmp_path / "classroom.yaml"
     path.write_text(yaml.safe_dump({**GOOD, "auth": auth}))
