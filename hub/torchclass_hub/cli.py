@@ -29,6 +29,11 @@ from .config import HUB_DIR, REPO, VENV, Classroom, ConfigError
 
 
 def _alive(pid: int) -> bool:
+    try:  # a hub started by this very process is a zombie until reaped
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -57,6 +62,15 @@ def port_busy(ip: str, port: int) -> bool:
     return False
 
 
+def psutil_error():
+    try:
+        import psutil
+
+        return psutil.Error
+    except ImportError:
+        return OSError
+
+
 def _who_listens(port: int) -> str:
     try:
         import psutil
@@ -65,8 +79,8 @@ def _who_listens(port: int) -> str:
             if conn.status == "LISTEN" and conn.laddr.port == port and conn.pid:
                 p = psutil.Process(conn.pid)
                 return f" by pid {conn.pid} ({' '.join(p.cmdline())[:80]})"
-    except Exception:  # noqa: BLE001 - only decorates the message
-        pass
+    except (ImportError, OSError, psutil_error()):
+        return ""  # only decorates the message
     return ""
 
 
@@ -166,10 +180,6 @@ def down(classroom: Classroom, timeout: float = 60, log=print) -> int:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _alive(pid):
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         time.sleep(0.2)
     if _alive(pid):
         os.killpg(pid, signal.SIGKILL)

@@ -57,6 +57,9 @@ def course_library(classroom: Classroom) -> None:
         shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
         for p in [dest, *dest.rglob("*")]:
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    exchange_module = classroom.lib_dir / "torchclass_exchange.py"
+    shutil.copyfile(Path(__file__).with_name("student_exchange.py"), exchange_module)
+    os.chmod(exchange_module, 0o644)
 
 
 def student_config(classroom: Classroom) -> None:
@@ -68,6 +71,8 @@ def student_config(classroom: Classroom) -> None:
         "c = get_config()  # noqa: F821\n"
         f"c.CourseDirectory.course_id = {classroom.course_id!r}\n"
         f"c.Exchange.root = {str(classroom.exchange_dir)!r}\n"
+        # Submission folders others cannot write into (see torchclass_hub/student_exchange.py).
+        "c.ExchangeFactory.submit = 'torchclass_exchange.PrivateSubmit'\n"
     )
     (etc / "jupyter_server_config.json").write_text(json.dumps({
         "ServerApp": {"jpserver_extensions": {"nbgrader.server_extensions.formgrader": False,
