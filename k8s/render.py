@@ -149,16 +149,33 @@ def device_plugin_config(tc):
     }
 
 
-def rwx_claim(name, component, settings):
+def rwx_claim(name, component, settings, host_path_root=None):
+    """A ReadWriteMany claim; on a single node without an RWX storage class (k3s's local-path
+    is ReadWriteOnce), a hostPath volume under host_path_root stands in for it."""
     spec = {"accessModes": ["ReadWriteMany"],
             "resources": {"requests": {"storage": settings["size"]}}}
-    if settings.get("storageClass"):
+    # Helm keeps the classroom's submissions and data on uninstall.
+    keep = {"helm.sh/resource-policy": "keep"}
+    docs = []
+    if host_path_root:
+        spec["storageClassName"] = ""
+        spec["volumeName"] = name
+        docs.append({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {**meta(name, component), "annotations": keep},
+            "spec": {"accessModes": ["ReadWriteMany"],
+                     "capacity": {"storage": settings["size"]},
+                     "persistentVolumeReclaimPolicy": "Retain",
+                     "storageClassName": "",
+                     "hostPath": {"path": f"{host_path_root.rstrip('/')}/{component}",
+                                  "type": "Directory"}},
+        })
+    elif settings.get("storageClass"):
         spec["storageClassName"] = settings["storageClass"]
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {**meta(name, component),
-                         # Helm keeps the classroom's submissions and data on uninstall.
-                         "annotations": {"helm.sh/resource-policy": "keep"}},
-            "spec": spec}
+    docs.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                 "metadata": {**meta(name, component), "annotations": keep},
+                 "spec": spec})
+    return docs
 
 
 def data_job(tc):
@@ -438,10 +455,11 @@ def gpu_placeholders(tc):
 
 def render(values):
     tc = torchclass_settings(values)
-    docs = [device_plugin_config(tc),
-            rwx_claim(tc["exchange"]["claimName"], "exchange", tc["exchange"]),
-            rwx_claim(tc["datasets"]["claimName"], "datasets", tc["datasets"]),
-            data_job(tc), data_job_policy(), cuda_image_puller(tc)]
+    host_root = tc.get("singleNodeHostPath")
+    docs = [device_plugin_config(tc)]
+    docs += rwx_claim(tc["exchange"]["claimName"], "exchange", tc["exchange"], host_root)
+    docs += rwx_claim(tc["datasets"]["claimName"], "datasets", tc["datasets"], host_root)
+    docs += [data_job(tc), data_job_policy(), cuda_image_puller(tc)]
     docs += gpu_placeholders(tc)
     for course in tc.get("courses", []):
         docs += formgrader(tc, course)

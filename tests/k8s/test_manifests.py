@@ -92,6 +92,21 @@ def test_volumes_and_data_job(docs):
         {"claimName": "torchclass-datasets"}]
 
 
+def test_single_node_host_path(tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text("jupyterhub: {custom: {torchclass: {singleNodeHostPath: /srv/torchclass}}}\n")
+    docs = render.render(render.load_values(site=site))
+    volumes = {d["metadata"]["name"]: d for d in by_kind(docs, "PersistentVolume")}
+    assert volumes["torchclass-exchange"]["spec"]["hostPath"]["path"] == "/srv/torchclass/exchange"
+    assert volumes["torchclass-datasets"]["spec"]["hostPath"]["path"] == "/srv/torchclass/datasets"
+    (claim,) = by_kind(docs, "PersistentVolumeClaim", "torchclass-exchange")
+    assert claim["spec"]["volumeName"] == "torchclass-exchange"
+    assert claim["spec"]["storageClassName"] == ""
+    for doc in docs:
+        if doc["kind"] in ("PersistentVolume", "PersistentVolumeClaim"):
+            validate_strict(doc)
+
+
 def test_formgrader_per_course(tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text(yaml.safe_dump({"jupyterhub": {"custom": {"torchclass": {"courses": [
@@ -130,7 +145,7 @@ def test_gpu_pool_objects(docs):
     (puller,) = by_kind(docs, "DaemonSet", "torchclass-cuda-image-puller")
     spec = pod_spec(puller)
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-    assert spec["initContainers"][0]["image"].endswith("notebook-cuda:0.1.0")
+    assert spec["initContainers"][0]["image"].endswith("torchclass/notebook:0.1.0-cuda")
     (ph,) = by_kind(docs, "Deployment", "torchclass-gpu-placeholder")
     assert ph["spec"]["replicas"] == 1
     assert pod_spec(ph)["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 1}

@@ -86,7 +86,7 @@ def test_profile_pod(hub, slug):
         assert "nvidia.com/gpu.present" not in selector
     else:
         assert limits[GPU_RESOURCES[slug]] == "1"
-        assert nb["image"] == "registry.example.edu/torchclass/notebook-cuda:0.1.0"
+        assert nb["image"] == "registry.example.edu/torchclass/notebook:0.1.0-cuda"
         assert selector["nvidia.com/gpu.present"] == "true"
         assert gpu_taint in tolerations
     assert limits["memory"] and limits["cpu"]

@@ -57,6 +57,14 @@ def test_layer_order_later_wins_lists_replace(z2jh_defaults, tmp_path):
     assert "timeout" not in sub["cull"]  # null deletes, as in Helm
 
 
+def test_default_image_is_the_cpu_image(merged):
+    # z2jh's singleuser.image (default server, chart's pre-puller) and torchclass's own setting
+    # (Job, formgrader, profiles) must name the same image in every shipped layer.
+    _, sub = merged
+    assert sub["singleuser"]["image"] == {
+        **sub["custom"]["torchclass"]["images"]["cpu"], "pullPolicy": None, "pullSecrets": []}
+
+
 def test_hub_files_come_from_the_repository(merged):
     values, _ = merged
     hub_file = values["jupyterhub"]["hub"]["extraFiles"]["torchclass-k8s"]
