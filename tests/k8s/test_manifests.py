@@ -109,8 +109,12 @@ def test_single_node_host_path(tmp_path):
 
 def test_formgrader_per_course(tmp_path):
     site = tmp_path / "site.yaml"
-    site.write_text(yaml.safe_dump({"jupyterhub": {"custom": {"torchclass": {"courses": [
-        {"id": "deep1", "instructors": ["ada"]}, {"id": "deep2", "instructors": ["bob"]}]}}}}))
+    services = {f"formgrader-{c}": {"url": f"http://formgrader-{c}:8888"}
+                for c in ("deep1", "deep2")}
+    site.write_text(yaml.safe_dump({"jupyterhub": {
+        "custom": {"torchclass": {"courses": [
+            {"id": "deep1", "instructors": ["ada"]}, {"id": "deep2", "instructors": ["bob"]}]}},
+        "hub": {"services": {"formgrader-torchclass": None, **services}}}}))
     docs = render.render(render.load_values(site=site))
     for cid in ("deep1", "deep2"):
         (dep,) = by_kind(docs, "Deployment", f"formgrader-{cid}")
@@ -128,6 +132,13 @@ def test_formgrader_per_course(tmp_path):
         for doc in docs:
             if doc["metadata"]["name"].endswith(cid):
                 validate_strict(doc)
+
+
+def test_course_without_service_is_refused(tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text("jupyterhub: {custom: {torchclass: {courses: [{id: deep3}]}}}\n")
+    with pytest.raises(render.ValuesError, match=r"formgrader-deep3.*formgrader-torchclass"):
+        render.render(render.load_values(site=site))
 
 
 def test_network_policies(docs):
