@@ -294,6 +294,9 @@ def formgrader(tc, course):
         "JUPYTERHUB_OAUTH_CALLBACK_URL": prefix + "oauth_callback",
         "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps([f"access:services!service={name}"]),
         "JUPYTERHUB_USER": f"grader-{cid}",
+        # The image's switch for the formgrader extension and the instructor's Lab settings.
+        "TORCHCLASS_ROLE": "instructor",
+        "JUPYTER_CONFIG_PATH": "/etc/jupyter/instructor",
         "PYTHONPATH": "/etc/torchclass/python",
         "TORCHCLASS_DATA": tc["datasets"]["mountPath"],
     }
@@ -449,6 +452,8 @@ def cuda_image_puller(tc):
                         "name": "pull-cuda-image",
                         "image": image_ref(tc["images"]["cuda"]),
                         "command": ["/bin/sh", "-c", "echo pulled"],
+                        # The CUDA image asks for every GPU by default; this pod needs none.
+                        "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}],
                         "securityContext": RESTRICTED_CONTAINER,
                         "resources": {"requests": {"cpu": "0", "memory": "0"}},
                     }],
