@@ -468,10 +468,21 @@ def cuda_image_puller(tc):
     }
 
 
-def gpu_placeholders(tc):
+def placeholder_requests(values, resource):
+    """CPU and memory of the profile using `resource`, so a placeholder holds a whole seat."""
+    for profile in values["jupyterhub"]["singleuser"].get("profileList") or []:
+        override = profile.get("kubespawner_override", {})
+        if resource in override.get("extra_resource_limits", {}):
+            return {key: override[trait] for key, trait in
+                    (("cpu", "cpu_guarantee"), ("memory", "mem_guarantee")) if trait in override}
+    return {}
+
+
+def gpu_placeholders(tc, values):
     """Pods that hold GPUs so the next GPU student starts at once; any student pod preempts
     them (lower priority), and the cluster autoscaler sees their demand and adds a node."""
     ph = tc["gpuPlaceholders"]
+    requests = {**placeholder_requests(values, ph["resource"]), ph["resource"]: 1}
     labels = {**LABEL_PART_OF, "app.kubernetes.io/component": "gpu-placeholder"}
     priority = {
         "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
@@ -496,7 +507,7 @@ def gpu_placeholders(tc):
                     "containers": [{
                         "name": "pause", "image": image_ref(PAUSE),
                         "securityContext": PAUSE_CONTAINER,
-                        "resources": {"limits": {ph["resource"]: 1}},
+                        "resources": {"requests": requests, "limits": {ph["resource"]: 1}},
                     }],
                 },
             },
@@ -526,7 +537,7 @@ def render(values):
     docs += rwx_claim(tc["exchange"]["claimName"], "exchange", tc["exchange"], host_root)
     docs += rwx_claim(tc["datasets"]["claimName"], "datasets", tc["datasets"], host_root)
     docs += [data_job(tc), data_job_policy(), cuda_image_puller(tc)]
-    docs += gpu_placeholders(tc)
+    docs += gpu_placeholders(tc, values)
     for course in tc.get("courses", []):
         docs += formgrader(tc, course)
     return docs

@@ -159,7 +159,10 @@ def test_gpu_pool_objects(docs):
     assert spec["initContainers"][0]["image"].endswith("torchclass/notebook:0.1.0-cuda")
     (ph,) = by_kind(docs, "Deployment", "torchclass-gpu-placeholder")
     assert ph["spec"]["replicas"] == 1
-    assert pod_spec(ph)["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    resources = pod_spec(ph)["containers"][0]["resources"]
+    assert resources["limits"] == {"nvidia.com/gpu": 1}
+    # It holds a whole-GPU student's seat: the GPU and that profile's CPU and memory.
+    assert resources["requests"] == {"cpu": 6, "memory": "48G", "nvidia.com/gpu": 1}
     assert pod_spec(ph)["priorityClassName"] == "torchclass-gpu-placeholder"
     (prio,) = by_kind(docs, "PriorityClass")
     assert prio["value"] < 0

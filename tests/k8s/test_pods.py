@@ -103,6 +103,7 @@ def test_profile_pod(hub, slug):
     assert not nb["securityContext"].get("privileged")
     assert pod["spec"]["securityContext"]["fsGroup"] == 100
     assert not pod["spec"].get("initContainers")
+    assert pod["spec"]["automountServiceAccountToken"] is False  # no Kubernetes API credentials
 
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     mounts = nb["volumeMounts"]
