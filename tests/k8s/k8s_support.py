@@ -74,7 +74,7 @@ def validate_strict(obj):
 # test_every_singleuser_key_is_mapped, so the pods below never silently ignore a value.
 SINGLEUSER_TRAITS = {
     "uid": "uid", "fsGid": "fs_gid", "allowPrivilegeEscalation": "allow_privilege_escalation",
-    "startTimeout": "start_timeout", "profileList": "profile_list",
+    "startTimeout": "start_timeout", "profileList": "profile_list", "cmd": "cmd",
     "nodeSelector": "node_selector", "extraTolerations": "tolerations",
 }
 # Keys consumed elsewhere in the chart (templates, NetworkPolicies), not by KubeSpawner traits.

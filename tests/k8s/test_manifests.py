@@ -92,10 +92,29 @@ def test_volumes_and_data_job(docs):
         {"claimName": "torchclass-datasets"}]
 
 
+def test_single_node_host_path(tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text("jupyterhub: {custom: {torchclass: {singleNodeHostPath: /srv/torchclass}}}\n")
+    docs = render.render(render.load_values(site=site))
+    volumes = {d["metadata"]["name"]: d for d in by_kind(docs, "PersistentVolume")}
+    assert volumes["torchclass-exchange"]["spec"]["hostPath"]["path"] == "/srv/torchclass/exchange"
+    assert volumes["torchclass-datasets"]["spec"]["hostPath"]["path"] == "/srv/torchclass/datasets"
+    (claim,) = by_kind(docs, "PersistentVolumeClaim", "torchclass-exchange")
+    assert claim["spec"]["volumeName"] == "torchclass-exchange"
+    assert claim["spec"]["storageClassName"] == ""
+    for doc in docs:
+        if doc["kind"] in ("PersistentVolume", "PersistentVolumeClaim"):
+            validate_strict(doc)
+
+
 def test_formgrader_per_course(tmp_path):
     site = tmp_path / "site.yaml"
-    site.write_text(yaml.safe_dump({"jupyterhub": {"custom": {"torchclass": {"courses": [
-        {"id": "deep1", "instructors": ["ada"]}, {"id": "deep2", "instructors": ["bob"]}]}}}}))
+    services = {f"formgrader-{c}": {"url": f"http://formgrader-{c}:8888"}
+                for c in ("deep1", "deep2")}
+    site.write_text(yaml.safe_dump({"jupyterhub": {
+        "custom": {"torchclass": {"courses": [
+            {"id": "deep1", "instructors": ["ada"]}, {"id": "deep2", "instructors": ["bob"]}]}},
+        "hub": {"services": {"formgrader-torchclass": None, **services}}}}))
     docs = render.render(render.load_values(site=site))
     for cid in ("deep1", "deep2"):
         (dep,) = by_kind(docs, "Deployment", f"formgrader-{cid}")
@@ -115,6 +134,13 @@ def test_formgrader_per_course(tmp_path):
                 validate_strict(doc)
 
 
+def test_course_without_service_is_refused(tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text("jupyterhub: {custom: {torchclass: {courses: [{id: deep3}]}}}\n")
+    with pytest.raises(render.ValuesError, match=r"formgrader-deep3.*formgrader-torchclass"):
+        render.render(render.load_values(site=site))
+
+
 def test_network_policies(docs):
     (fg,) = by_kind(docs, "NetworkPolicy", "formgrader-torchclass")
     (rule,) = fg["spec"]["ingress"]
@@ -130,10 +156,13 @@ def test_gpu_pool_objects(docs):
     (puller,) = by_kind(docs, "DaemonSet", "torchclass-cuda-image-puller")
     spec = pod_spec(puller)
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-    assert spec["initContainers"][0]["image"].endswith("notebook-cuda:0.1.0")
+    assert spec["initContainers"][0]["image"].endswith("torchclass/notebook:0.1.0-cuda")
     (ph,) = by_kind(docs, "Deployment", "torchclass-gpu-placeholder")
     assert ph["spec"]["replicas"] == 1
-    assert pod_spec(ph)["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    resources = pod_spec(ph)["containers"][0]["resources"]
+    assert resources["limits"] == {"nvidia.com/gpu": 1}
+    # It holds a whole-GPU student's seat: the GPU and that profile's CPU and memory.
+    assert resources["requests"] == {"cpu": 6, "memory": "48G", "nvidia.com/gpu": 1}
     assert pod_spec(ph)["priorityClassName"] == "torchclass-gpu-placeholder"
     (prio,) = by_kind(docs, "PriorityClass")
     assert prio["value"] < 0

@@ -86,10 +86,15 @@ def test_profile_pod(hub, slug):
         assert "nvidia.com/gpu.present" not in selector
     else:
         assert limits[GPU_RESOURCES[slug]] == "1"
-        assert nb["image"] == "registry.example.edu/torchclass/notebook-cuda:0.1.0"
+        assert nb["image"] == "registry.example.edu/torchclass/notebook:0.1.0-cuda"
         assert selector["nvidia.com/gpu.present"] == "true"
         assert gpu_taint in tolerations
     assert limits["memory"] and limits["cpu"]
+    assert nb["args"][0] == "start-notebook"  # the image's entry: lessons, then the server
+    env = {e["name"]: e.get("value") for e in nb["env"]}
+    assert env["TORCHCLASS_COURSES"] == "torchclass"
+    assert env["NBGRADER_EXCHANGE"] == "/srv/nbgrader/exchange"
+    assert env["TORCHCLASS_DATA"] == "/srv/torchclass/data"
     assert nb["resources"]["requests"]["memory"]
 
     # Non-root, no privilege escalation, no privileged init container.
@@ -98,6 +103,7 @@ def test_profile_pod(hub, slug):
     assert not nb["securityContext"].get("privileged")
     assert pod["spec"]["securityContext"]["fsGroup"] == 100
     assert not pod["spec"].get("initContainers")
+    assert pod["spec"]["automountServiceAccountToken"] is False  # no Kubernetes API credentials
 
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     mounts = nb["volumeMounts"]
@@ -143,3 +149,24 @@ def test_unsafe_username_is_refused(hub, tmp_path):
     config, _, _ = hub
     with pytest.raises(ValueError, match="cannot name an exchange folder"):
         build_pod(config, "../other", "cpu", tmp_path)
+
+
+def test_course_groups_and_formgrader_access(hub):
+    config, _, _ = hub
+    groups = config.JupyterHub.load_groups
+    assert set(groups) >= {"nbgrader-torchclass", "formgrade-torchclass"}
+    (role,) = [r for r in config.JupyterHub.load_roles if r["name"] == "formgrader-torchclass-users"]
+    assert role["groups"] == ["formgrade-torchclass"]
+    assert "access:services!service=formgrader-torchclass" in role["scopes"]
+    assert "read:users:groups!user" in config.KubeSpawner.server_token_scopes
+
+
+def test_groups_left_to_an_authenticator_that_manages_them(merged):
+    from traitlets.config import Config
+
+    _, sub = merged
+    config = Config()
+    config.GenericOAuthenticator.manage_groups = True
+    exec_hub_policy(config, sub)
+    assert "load_groups" not in config.JupyterHub
+    assert [r["name"] for r in config.JupyterHub.load_roles] == ["formgrader-torchclass-users"]

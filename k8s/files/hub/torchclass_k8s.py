@@ -98,6 +98,12 @@ def pre_spawn_hook(spawner):
     username = spawner.user.name
     prepare_exchange(username, TORCHCLASS)
     spawner.volume_mounts = list(spawner.volume_mounts) + exchange_mounts(username, TORCHCLASS)
+    # Read by the students' nbgrader config (values: singleuser.extraFiles.nbgrader-config).
+    spawner.environment = {
+        **spawner.environment,
+        "NBGRADER_EXCHANGE": TORCHCLASS["exchange"]["mountPath"],
+        "TORCHCLASS_COURSES": ",".join(c["id"] for c in TORCHCLASS.get("courses", [])),
+    }
 
 
 def course_groups_and_roles(torchclass):
@@ -130,7 +136,11 @@ def apply(config, torchclass):
         "read:users:name!user", "read:users:groups!user",
     ]
     groups, roles = course_groups_and_roles(torchclass)
-    config.JupyterHub.load_groups = {**groups, **dict(config.JupyterHub.get("load_groups", {}))}
+    # An authenticator that manages groups (OAuth/LTI claims) owns them: the identity provider
+    # then supplies nbgrader-<course> and formgrade-<course>, and JupyterHub forbids load_groups.
+    if not any(section.get("manage_groups") for section in config.values()
+               if hasattr(section, "get")):
+        config.JupyterHub.load_groups = {**groups, **dict(config.JupyterHub.get("load_groups", {}))}
     config.JupyterHub.load_roles = list(config.JupyterHub.get("load_roles", [])) + roles
 
 
