@@ -46,4 +46,4 @@ DATA_VOLUME ?= torchclass-data
 data-volume: ## stage the real datasets once into the $(DATA_VOLUME) volume (classrooms mount it read-only)
 	$(DOCKER) volume create $(DATA_VOLUME) >/dev/null
 	$(DOCKER) run --rm --network host -v $(DATA_VOLUME):/srv/torchclass/data \
-	  -e TORCHCLASS_DATA=/srv/torchclass/data $(NOTEBOOK_IMAGE) python -m torchclass_course.stage
+	  $(NOTEBOOK_IMAGE) python -m torchclass_course.stage --root /srv/torchclass/data
