@@ -1,0 +1,1 @@
+"""torchclass grading: nbgrader course commands and the assignments' submission families."""
