@@ -536,11 +536,12 @@ def render(values):
     check_courses(values)
     tc = torchclass_settings(values)
     host_root = tc.get("singleNodeHostPath")
-    docs = [device_plugin_config(tc)]
-    docs += rwx_claim(tc["exchange"]["claimName"], "exchange", tc["exchange"], host_root)
+    docs = rwx_claim(tc["exchange"]["claimName"], "exchange", tc["exchange"], host_root)
     docs += rwx_claim(tc["datasets"]["claimName"], "datasets", tc["datasets"], host_root)
-    docs += [data_job(tc), data_job_policy(), cuda_image_puller(tc)]
-    docs += gpu_placeholders(tc, values)
+    docs += [data_job(tc), data_job_policy()]
+    if tc.get("gpu"):
+        docs += [device_plugin_config(tc), cuda_image_puller(tc)]
+        docs += gpu_placeholders(tc, values)
     for course in tc.get("courses", []):
         docs += formgrader(tc, course)
     return docs
