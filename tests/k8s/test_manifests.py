@@ -67,6 +67,16 @@ def test_time_slicing_config(docs):
     assert yaml.safe_load(cm["data"]["torchclass-mig"])["flags"]["migStrategy"] == "mixed"
 
 
+def test_no_gpu_objects_without_the_gpu_layer():
+    docs = render.render(render.load_values(gpu=False))
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("ConfigMap", "torchclass-device-plugin") not in kinds
+    assert not [k for k in kinds if k[0] in ("DaemonSet", "PriorityClass")]
+    assert ("Deployment", "formgrader-torchclass") in kinds
+    for doc in docs:
+        validate_strict(doc)
+
+
 def test_replicas_follow_the_values(tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text("jupyterhub: {custom: {torchclass: {gpuSharing: {replicas: 8}}}}\n")

@@ -100,6 +100,9 @@ def test_profile_pod(hub, slug):
     # Non-root, no privilege escalation, no privileged init container.
     assert nb["securityContext"]["runAsUser"] == 1000
     assert nb["securityContext"]["allowPrivilegeEscalation"] is False
+    assert nb["securityContext"]["runAsNonRoot"] is True
+    assert nb["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert nb["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert not nb["securityContext"].get("privileged")
     assert pod["spec"]["securityContext"]["fsGroup"] == 100
     assert not pod["spec"].get("initContainers")

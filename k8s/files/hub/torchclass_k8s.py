@@ -130,6 +130,12 @@ def apply(config, torchclass):
     if profiles:
         spawner.profile_list = [gpu_profile_overrides(dict(p), torchclass) for p in profiles]
     spawner.pre_spawn_hook = pre_spawn_hook
+    # Beyond the chart's uid 1000 and no privilege escalation: refuse to start as root, no
+    # Linux capabilities, the runtime's default seccomp filter. Student code is untrusted.
+    spawner.container_security_context = {
+        "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     # Students' servers ask the hub for their own groups (the courses they are in).
     spawner.server_token_scopes = [
         "access:servers!server", "users:activity!user",
