@@ -79,6 +79,9 @@ def test_profile_pod(hub, slug):
     selector = pod["spec"].get("nodeSelector") or {}
     tolerations = pod["spec"].get("tolerations") or []
     gpu_taint = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    # The chart's toleration of its dedicated user nodes survives every profile.
+    assert {"key": "hub.jupyter.org/dedicated", "operator": "Equal", "value": "user",
+            "effect": "NoSchedule"} in tolerations
     if slug == "cpu":
         assert not [k for k in limits if k.startswith("nvidia.com/")]
         assert nb["image"] == "registry.example.edu/torchclass/notebook:0.1.0"
