@@ -15,6 +15,7 @@ validate exactly what Helm will install.
 
 import argparse
 import copy
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -229,36 +230,41 @@ def rwx_claim(name, component, settings, host_path_root=None):
 
 
 def data_job(tc):
-    """Stage the real datasets once into the shared volume (students mount it read-only)."""
+    """Stage the real datasets once into the shared volume (students mount it read-only).
+    A Job's pod template cannot change in place, so its name carries a digest of the spec:
+    an upgrade that changes it (a new image) replaces the Job instead of failing."""
+    job = _data_job_spec(tc)
+    digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:8]
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": meta(f"torchclass-data-{digest}", "data"), "spec": job}
+
+
+def _data_job_spec(tc):
     ds = tc["datasets"]
     return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": meta("torchclass-data", "data"),
-        "spec": {
-            "backoffLimit": 3,
-            "ttlSecondsAfterFinished": 86400,
-            "template": {
-                "metadata": {"labels": {**LABEL_PART_OF, "app.kubernetes.io/component": "data"}},
-                "spec": {
-                    "restartPolicy": "OnFailure",
-                    "securityContext": {"fsGroup": 100, "runAsNonRoot": True,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "automountServiceAccountToken": False,
-                    "nodeSelector": tc["cpuPool"].get("nodeSelector") or {},
-                    "tolerations": tc["cpuPool"].get("tolerations") or [],
-                    "containers": [{
-                        "name": "stage",
-                        "image": image_ref(tc["images"]["cpu"]),
-                        "command": ["python", "-m", "torchclass_course.stage",
-                                    "--root", ds["mountPath"]],
-                        "securityContext": RESTRICTED_CONTAINER,
-                        "resources": {"requests": {"cpu": "500m", "memory": "2Gi"},
-                                      "limits": {"memory": "4Gi"}},
-                        "volumeMounts": [{"name": "datasets", "mountPath": ds["mountPath"]}],
-                    }],
-                    "volumes": [{"name": "datasets",
-                                 "persistentVolumeClaim": {"claimName": ds["claimName"]}}],
-                },
+        "backoffLimit": 3,
+        "ttlSecondsAfterFinished": 86400,
+        "template": {
+            "metadata": {"labels": {**LABEL_PART_OF, "app.kubernetes.io/component": "data"}},
+            "spec": {
+                "restartPolicy": "OnFailure",
+                "securityContext": {"fsGroup": 100, "runAsNonRoot": True,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "automountServiceAccountToken": False,
+                "nodeSelector": tc["cpuPool"].get("nodeSelector") or {},
+                "tolerations": tc["cpuPool"].get("tolerations") or [],
+                "containers": [{
+                    "name": "stage",
+                    "image": image_ref(tc["images"]["cpu"]),
+                    "command": ["python", "-m", "torchclass_course.stage",
+                                "--root", ds["mountPath"]],
+                    "securityContext": RESTRICTED_CONTAINER,
+                    "resources": {"requests": {"cpu": "500m", "memory": "2Gi"},
+                                  "limits": {"memory": "4Gi"}},
+                    "volumeMounts": [{"name": "datasets", "mountPath": ds["mountPath"]}],
+                }],
+                "volumes": [{"name": "datasets",
+                             "persistentVolumeClaim": {"claimName": ds["claimName"]}}],
             },
         },
     }

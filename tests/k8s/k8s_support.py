@@ -161,7 +161,7 @@ class Student:
         self.name, self.id, self.url = name, 7, f"/user/{name}/"
 
 
-def build_pod(config, username, profile_slug, hub_root):
+def build_pod(config, username, profile_slug):
     """The pod KubeSpawner would create for `username` choosing `profile_slug`, serialised
     by the Kubernetes client exactly as it would be sent to the API server."""
     from kubernetes_asyncio.client import ApiClient

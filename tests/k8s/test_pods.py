@@ -39,6 +39,7 @@ def hub(merged, tmp_path, monkeypatch):
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(KUBECONFIG)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    (tmp_path / "exchange").mkdir()
     sub["custom"]["torchclass"]["exchange"]["hubMountPath"] = str(tmp_path / "exchange")
     config = z2jh_spawner_config(sub)
     exec_hub_policy(config, sub)
@@ -48,7 +49,7 @@ def hub(merged, tmp_path, monkeypatch):
 def pod_for(hub, slug):
     config, sub, root = hub
     name = f"s{uuid.uuid4().hex[:8]}"
-    pod, _ = build_pod(config, name, slug, root)
+    pod, _ = build_pod(config, name, slug)
     return pod, name, sub["custom"]["torchclass"], root
 
 
@@ -151,10 +152,17 @@ def test_shared_gpu_caps_cuda_memory(hub):
         assert "PYTORCH_CUDA_ALLOC_CONF" not in other
 
 
-def test_unsafe_username_is_refused(hub, tmp_path):
+def test_spawn_refused_without_the_hub_exchange_mount(hub):
+    config, _, root = hub
+    root.rmdir()
+    with pytest.raises(RuntimeError, match="exchange volume is not mounted in the hub"):
+        build_pod(config, "ana", "cpu")
+
+
+def test_unsafe_username_is_refused(hub):
     config, _, _ = hub
     with pytest.raises(ValueError, match="cannot name an exchange folder"):
-        build_pod(config, "../other", "cpu", tmp_path)
+        build_pod(config, "../other", "cpu")
 
 
 def test_course_groups_and_formgrader_access(hub):

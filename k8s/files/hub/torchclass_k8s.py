@@ -91,6 +91,10 @@ def prepare_exchange(username, torchclass, hub_root=None):
     """Create the student's exchange folders (as the hub's uid) so the kubelet finds them
     instead of creating root-owned ones the student could not write to."""
     hub_root = hub_root or torchclass["exchange"]["hubMountPath"]
+    if not os.path.isdir(hub_root):
+        # Folders made in the hub container's own filesystem would vanish with it.
+        raise RuntimeError(f"the exchange volume is not mounted in the hub at {hub_root} "
+                           "(values: hub.extraVolumes/extraVolumeMounts, k8s/chart/values.yaml)")
     for mount in exchange_mounts(username, torchclass):
         path = os.path.join(hub_root, mount["subPath"])
         os.makedirs(path, mode=0o755, exist_ok=True)
