@@ -45,7 +45,6 @@ def show_images(images, labels=None, classes=None, ncols: int = 8, mean=None, st
         fig.suptitle(title)
     fig.tight_layout()
     plt.show()
-    return fig
 
 
 def plot_curves(curves: dict, xlabel: str = "epoch", ylabel: str = "loss", title: str | None = None,
@@ -68,4 +67,3 @@ def plot_curves(curves: dict, xlabel: str = "epoch", ylabel: str = "loss", title
     ax.grid(alpha=0.3)
     fig.tight_layout()
     plt.show()
-    return fig

@@ -29,6 +29,22 @@ def _assert_family(result):
     # The solution gets every point of every graded cell, not just the right total.
     assert result.scores["solution"].cells == result.cell_max
     assert result.scores["solution"].total == family.max_score
+    # A member that edited a test cell was graded with the source's test cell, hidden checks included.
+    source = {
+        c.metadata["nbgrader"]["grade_id"]: c.source
+        for c in nbformat.read(family.notebook, 4).cells
+        if c.metadata.get("nbgrader", {}).get("grade")
+    }
+    for name, member in family.members.items():
+        edited = set(member.cells) & set(source)
+        if not edited:
+            continue
+        nb_path = result.course_dir / "autograded" / name / family.assignment_id
+        graded = nbformat.read(nb_path / f"{family.assignment_id}.ipynb", 4)
+        for cell in graded.cells:
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if grade_id in edited:
+                assert cell.source == source[grade_id], f"{name}: test cell {grade_id} not restored"
     release = result.course_dir / "release" / family.assignment_id / f"{family.assignment_id}.ipynb"
     leaks = families.release_leaks(family, release)
     assert not leaks, f"{release} leaks source code: {leaks}"
@@ -51,6 +67,12 @@ def test_assignment_family_scores(assignment_dir, tmp_path):
     assert sorted(hidden) == sorted(graded), "every test cell should hold hidden tests"
     for member in ("partial", "alternative", "cheat", "infinite-loop"):
         assert member in family.members, f"{family.yaml_path} lacks the '{member}' member"
+
+
+def test_course_assignments_are_found(repo):
+    """Discovery finds the course's projects (a broken glob would silently test nothing)."""
+    found = {p.name for p in families.find_assignments(repo)}
+    assert {"s1-linear-regression", "s1-mnist-mlp", "s2-cifar10-cnn"} <= found, found
 
 
 def test_toy_family_graded_by_nbgrader(tmp_path):

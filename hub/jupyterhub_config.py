@@ -1,0 +1,29 @@
+"""JupyterHub configuration of a torchclass classroom.
+
+Layers, each overriding the one before:
+  1. torchclass defaults (torchclass_hub/schema.yaml defaults, torchclass_hub/hubconfig.py),
+  2. the classroom file ($TORCHCLASS_CLASSROOM, default hub/classroom.yaml), validated by the
+     schema, plus PORT/IP/data-dir overrides from the environment,
+  3. hub/jupyterhub_config.d/*.py, run in sorted order with `c` and `classroom` in scope: the
+     escape hatch for anything the classroom file does not cover.
+Start it with `make up` (which prepares accounts and the course first), not by hand.
+"""
+
+import logging
+import runpy
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent / "grading"))
+
+from torchclass_hub import config, hubconfig
+
+c = get_config()  # noqa: F821
+classroom = config.load()
+hubconfig.apply(c, classroom)
+hubconfig.log_isolation_warning(logging.getLogger("JupyterHub"), classroom)
+
+for extra in sorted((HERE / "jupyterhub_config.d").glob("*.py")):
+    runpy.run_path(str(extra), init_globals={"c": c, "classroom": classroom})

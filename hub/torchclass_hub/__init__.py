@@ -1,0 +1,1 @@
+"""torchclass_hub: the classroom's JupyterHub configuration, accounts and `torchclass-hub` CLI."""

@@ -1,0 +1,105 @@
+"""Turn a validated classroom into JupyterHub settings (called from hub/jupyterhub_config.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+from .config import VENV, Classroom
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def internal_ports(classroom: Classroom) -> dict[str, int]:
+    """The hub API, proxy API and formgrader ports: picked once, then kept in the state dir so
+    that after a crash a restarted hub finds the servers and proxy where it left them."""
+    path = classroom.state_dir / "ports.json"
+    ports = json.loads(path.read_text()) if path.exists() else {}
+    for name in ("hub_api", "proxy_api", "formgrader"):
+        ports.setdefault(name, _free_port())
+    path.write_text(json.dumps(ports))
+    return ports
+
+
+def formgrader_service(classroom: Classroom) -> str:
+    return f"formgrader-{classroom.course_id}"
+
+
+def single_user_env(classroom: Classroom) -> dict[str, str]:
+    return {
+        "TORCHCLASS_DATA": str(classroom.datasets_dir),
+        "TORCHCLASS_COURSE_ID": classroom.course_id,
+        "PYTHONPATH": str(classroom.lib_dir),
+        "JUPYTER_CONFIG_PATH": str(classroom.student_config_dir),
+        # One thread per kernel: a class of students shares the machine's cores.
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def apply(c, classroom: Classroom) -> None:
+    # Imported here: they pull in JupyterHub, which the CLI's quick paths do not need.
+    from . import auth, spawners
+
+    state = classroom.state_dir
+    ports = internal_ports(classroom)
+    c.JupyterHub.bind_url = f"http://{classroom.ip}:{classroom.port}/"
+    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{ports['hub_api']}"
+    c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+    c.JupyterHub.shutdown_on_logout = classroom["hub"]["shutdown_on_logout"]
+    c.ConfigurableHTTPProxy.command = [str(VENV / "bin" / "configurable-http-proxy")]
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{ports['proxy_api']}"
+    # A proxy left behind by a killed hub is found by this pid file and replaced.
+    c.ConfigurableHTTPProxy.pid_file = str(state / "jupyterhub-proxy.pid")
+    c.JupyterHub.template_vars = {"announcement_login": f"torchclass · {classroom.course_id}"}
+
+    auth.configure(c, classroom)
+    spawners.configure(c, classroom, single_user_env(classroom))
+
+    c.JupyterHub.load_groups = {
+        "instructors": {"users": classroom.instructors},
+        "students": {"users": classroom.students},
+    }
+    if classroom["spawner"]["type"] != "local":
+        # In containers the instructor's own server (notebook image, role instructor) carries
+        # the formgrader: the hub image has no nbgrader to run it as a service.
+        return
+    service = formgrader_service(classroom)
+    grader_env = {"JUPYTERHUB_DEFAULT_URL": "/formgrader", "OMP_NUM_THREADS": "1"}
+    c.JupyterHub.services = [{
+        "name": service,
+        "display": True,
+        "url": f"http://127.0.0.1:{ports['formgrader']}",
+        "command": [str(VENV / "bin" / "jupyterhub-singleuser"),
+                    f"--ServerApp.root_dir={classroom.course_dir}"],
+        "user": classroom.grader,
+        "cwd": str(classroom.course_dir),
+        "environment": grader_env,
+        # Instructors reach it through the hub's login; no extra consent page.
+        "oauth_no_confirm": True,
+    }]
+    c.JupyterHub.load_roles = [{
+        "name": f"{service}-users",
+        "description": "instructors open the course's formgrader",
+        "groups": ["instructors"],
+        "scopes": [f"access:services!service={service}"],
+    }]
+
+
+def log_isolation_warning(log, classroom: Classroom) -> None:
+    if not classroom.real_unix_users and classroom["spawner"]["type"] == "local":
+        log.warning(
+            "torchclass: NOT running as root, so every server runs as this one Unix account "
+            "with its own folder under %s. Students are NOT isolated from each other. "
+            "Run `sudo make up` for one Unix account per student.", classroom.homes_dir)
+
+
+def state_files(classroom: Classroom) -> dict[str, Path]:
+    s = classroom.state_dir
+    return {"pid": s / "torchclass-hub.pid", "log": s / "jupyterhub.log",
+            "db": s / "jupyterhub.sqlite"}

@@ -1,0 +1,152 @@
+"""Everything `up` does before the hub starts: data dir, accounts, course, released assignments.
+
+Each step is idempotent, so `up` after `down` (or after a crash) keeps every account, home,
+submission and grade, and only adds what the classroom file newly asks for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+from pathlib import Path
+
+from torchclass_grading.course import Course
+
+from . import accounts
+from .config import REPO, Classroom, stage_projects
+
+STUDENT_LAB_DISABLED = [
+    # Instructor tools: students keep only the assignment list (and validate button).
+    "@jupyter/nbgrader:formgrader",
+    "@jupyter/nbgrader:create-assignment",
+    "@jupyter/nbgrader:course-list",
+]
+
+
+def _owner(classroom: Classroom, path: Path, user: str) -> None:
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam(user)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def data_dirs(classroom: Classroom) -> None:
+    d = classroom.data_dir
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o755)
+    for sub in ("courses", "etc", "datasets"):
+        (d / sub).mkdir(exist_ok=True)
+        os.chmod(d / sub, 0o755)
+    classroom.state_dir.mkdir(exist_ok=True)
+    os.chmod(classroom.state_dir, 0o700)
+    if not classroom.real_unix_users:
+        classroom.homes_dir.mkdir(exist_ok=True)
+
+
+def course_library(classroom: Classroom) -> None:
+    """A read-only copy of torchclass_course that student servers import (not the checkout,
+    which may sit in root's home where students cannot read)."""
+    src = REPO / "course" / "torchclass_course"
+    dest = classroom.lib_dir / "torchclass_course"
+    classroom.lib_dir.mkdir(exist_ok=True)
+    os.chmod(classroom.lib_dir, 0o755)
+    if dest.exists():
+        shutil.rmtree(dest)
+    if src.is_dir():
+        shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
+        for p in [dest, *dest.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    exchange_module = classroom.lib_dir / "torchclass_exchange.py"
+    shutil.copyfile(Path(__file__).with_name("student_exchange.py"), exchange_module)
+    os.chmod(exchange_module, 0o644)
+
+
+def student_config(classroom: Classroom) -> None:
+    """JUPYTER_CONFIG_PATH of every student server: course id, exchange, instructor UI off."""
+    etc = classroom.student_config_dir
+    (etc / "labconfig").mkdir(parents=True, exist_ok=True)
+    (etc / "nbgrader_config.py").write_text(
+        "# Written by torchclass-hub up; edits are overwritten.\n"
+        "c = get_config()  # noqa: F821\n"
+        f"c.CourseDirectory.course_id = {classroom.course_id!r}\n"
+        f"c.Exchange.root = {str(classroom.exchange_dir)!r}\n"
+        # Submission folders others cannot write into (see torchclass_hub/student_exchange.py).
+        "c.ExchangeFactory.submit = 'torchclass_exchange.PrivateSubmit'\n"
+    )
+    (etc / "jupyter_server_config.json").write_text(json.dumps({
+        "ServerApp": {"jpserver_extensions": {"nbgrader.server_extensions.formgrader": False,
+                                              "nbgrader.server_extensions.course_list": False}}
+    }, indent=1))
+    (etc / "labconfig" / "page_config.json").write_text(json.dumps(
+        {"disabledExtensions": {name: True for name in STUDENT_LAB_DISABLED}}, indent=1))
+    for p in [etc.parent, etc, *etc.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+
+
+def exchange(classroom: Classroom) -> None:
+    """The nbgrader exchange, tightened beyond nbgrader's own defaults.
+
+    nbgrader makes the root and inbound/ world-writable without the sticky bit, so anyone who
+    learns a directory name could rename or delete it. Here the root is root-owned 1777 and
+    inbound/ is the grader's 3733 (write-only for students, sticky: only a file's owner or the
+    grader may remove or rename it). nbgrader leaves existing directories' modes alone.
+    """
+    root = classroom.exchange_dir
+    root.mkdir(exist_ok=True)
+    os.chmod(root, 0o1777)
+    course = root / classroom.course_id
+    modes = {course: 0o755, course / "outbound": 0o755, course / "inbound": 0o3733,
+             course / "feedback": 0o711}
+    for path, mode in modes.items():
+        path.mkdir(exist_ok=True)
+        _owner(classroom, path, classroom.grader)
+        os.chmod(path, mode)
+
+
+def grader_account(classroom: Classroom) -> None:
+    if os.geteuid() == 0:
+        accounts.ensure_unix_user(classroom.grader, home=classroom.course_dir.parent
+                                  / f".{classroom.grader}-home", system=True)
+
+
+def course(classroom: Classroom) -> Course:
+    c = Course.from_classroom(classroom)
+    c.setup()
+    return c
+
+
+def release(classroom: Classroom, c: Course, log=print) -> list[str]:
+    """Release every listed assignment not yet released. One that is not in the checkout is
+    reported, not fatal: the classroom still starts with the others."""
+    projects = stage_projects(classroom)
+    done = []
+    for a in classroom["assignments"]:
+        if a not in projects:
+            log(f"warning: {classroom.source}: key 'assignments' names {a!r}, but there is no "
+                f"course/stage*/projects/{a}/{a}.ipynb (found: {', '.join(projects) or 'none'}). "
+                "Fix: add the notebook or remove the entry; it was not released.")
+            continue
+        if a not in c.released():
+            c.add_source(a, projects[a])
+            if c.release(a):
+                done.append(a)
+    c.add_students(classroom.students)
+    return done
+
+
+def everything(classroom: Classroom, log=print) -> dict:
+    data_dirs(classroom)
+    accounts.ensure_unix_users(classroom)
+    new_users = accounts.ensure_passwords(classroom)
+    grader_account(classroom)
+    course_library(classroom)
+    student_config(classroom)
+    c = course(classroom)
+    exchange(classroom)
+    released = release(classroom, c, log)
+    if new_users:
+        log(f"New accounts: {', '.join(new_users)} (passwords in {classroom.password_file})")
+    if released:
+        log(f"Released: {', '.join(released)}")
+    return {"new_users": new_users, "released": released}

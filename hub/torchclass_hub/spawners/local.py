@@ -1,0 +1,53 @@
+"""spawner.type: local — one jupyterhub-singleuser process per user on this machine.
+
+As root, each user's server runs as that user's own Unix account (homes are 0700, so nobody
+reads anyone else's files). Not as root, every server runs as the one account running the hub,
+each in its own folder under <data_dir>/homes: convenient for trying torchclass out, but with
+no isolation between students, which the hub logs loudly at start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jupyterhub.spawner import LocalProcessSpawner
+from traitlets import Unicode
+
+from ..config import VENV, Classroom
+
+
+class SharedAccountSpawner(LocalProcessSpawner):
+    """LocalProcessSpawner without switching Unix user; each user gets HOME=<homes_dir>/<name>."""
+
+    homes_dir = Unicode().tag(config=True)
+
+    def make_preexec_fn(self, name):
+        return None
+
+    def user_env(self, env):
+        home = Path(self.homes_dir) / self.user.name
+        home.mkdir(parents=True, exist_ok=True)
+        env["USER"] = self.user.name
+        env["HOME"] = str(home)
+        return env
+
+
+def configure(c, classroom: Classroom, env: dict) -> None:
+    spawner = classroom["spawner"]
+    if classroom.real_unix_users:
+        c.JupyterHub.spawner_class = LocalProcessSpawner
+    else:
+        c.JupyterHub.spawner_class = SharedAccountSpawner
+        c.SharedAccountSpawner.homes_dir = str(classroom.homes_dir)
+    c.Spawner.cmd = [str(VENV / "bin" / "jupyterhub-singleuser")]
+    c.Spawner.notebook_dir = "~"
+    c.Spawner.default_url = "/lab"
+    c.Spawner.environment = env
+    c.Spawner.start_timeout = spawner["start_timeout"]
+    c.Spawner.http_timeout = spawner["start_timeout"]
+    # LocalProcessSpawner cannot enforce these; they reach the server as MEM_LIMIT/CPU_LIMIT
+    # (jupyter-resource-usage shows them) and docker/kubernetes enforce the same keys.
+    if spawner.get("mem_limit"):
+        c.Spawner.mem_limit = spawner["mem_limit"]
+    if spawner.get("cpu_limit"):
+        c.Spawner.cpu_limit = float(spawner["cpu_limit"])

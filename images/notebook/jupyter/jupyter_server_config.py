@@ -1,0 +1,34 @@
+"""System-wide Jupyter server settings of the notebook image (read from /etc/jupyter)."""
+
+import os
+
+c = get_config()  # noqa: F821 (provided by Jupyter's config loader)
+
+# Students get the assignment list and validation; the formgrader and course list are the
+# instructor's, switched on by TORCHCLASS_ROLE=instructor (start-notebook adds the instructor
+# config folder, which also turns the matching JupyterLab extensions back on).
+instructor = os.environ.get("TORCHCLASS_ROLE") == "instructor"
+c.ServerApp.jpserver_extensions = {
+    "nbgrader.server_extensions.assignment_list": True,
+    "nbgrader.server_extensions.validate_assignment": True,
+    "nbgrader.server_extensions.formgrader": instructor,
+    "nbgrader.server_extensions.course_list": instructor,
+}
+
+# TensorBoard opens from the launcher, proxied under <server>/tensorboard/ so it works behind
+# JupyterHub. It reads every run under the home folder (SummaryWriter writes ./runs by default).
+c.ServerProxy.servers = {
+    "tensorboard": {
+        "command": [
+            "tensorboard",
+            "--logdir", os.path.expanduser("~"),
+            "--host", "127.0.0.1",
+            "--port", "{port}",
+            "--path_prefix", "{base_url}tensorboard",
+            "--reload_interval", "15",
+        ],
+        "absolute_url": True,
+        "timeout": 60,
+        "launcher_entry": {"title": "TensorBoard", "category": "Other"},
+    }
+}

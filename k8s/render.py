@@ -1,0 +1,603 @@
+"""Layer torchclass's Helm values and render the objects the wrapper chart adds to z2jh.
+
+    python k8s/render.py values    [--site FILE] [--no-gpu] [--classroom FILE]  # merged, as YAML
+    python k8s/render.py manifests [--site FILE] [--no-gpu] [--classroom FILE] [--out FILE]
+    python k8s/render.py classroom --classroom FILE [--out FILE]  # that layer alone, for helm -f
+
+The layers (k8s/README.md): k8s/chart/values.yaml, k8s/values/gpu.yaml, the layer made from
+the classroom file (optional), the site file, then the files `make deploy` passes with --set-file. Maps merge and lists are replaced whole, as in Helm.
+`manifests` writes the chart's templates/torchclass.generated.yaml: the device plugin's
+time-slicing ConfigMap, the exchange and dataset volumes, the data Job, one formgrader per
+course, the CUDA image puller, GPU placeholders and the NetworkPolicies. All are plain objects
+built from the same `jupyterhub.custom.torchclass` block the hub policy reads, so the tests
+validate exactly what Helm will install.
+"""
+
+import argparse
+import copy
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+K8S = Path(__file__).resolve().parent
+CHART = K8S / "chart"
+BASE_VALUES = CHART / "values.yaml"
+GPU_VALUES = K8S / "values" / "gpu.yaml"
+# --set-file pairs: (values key path, file). The deploy target passes exactly these.
+SET_FILES = [
+    ("jupyterhub.hub.extraFiles.torchclass-k8s.stringData", K8S / "files/hub/torchclass_k8s.py"),
+    ("jupyterhub.singleuser.extraFiles.busy-activity.stringData",
+     K8S / "files/singleuser/torchclass_busy_activity.py"),
+]
+GRADER_EXCHANGE = K8S / "files/grader/torchclass_exchange.py"
+LABEL_PART_OF = {"app.kubernetes.io/part-of": "torchclass"}
+
+
+class ValuesError(ValueError):
+    """A values file is missing, is not YAML, or is not a mapping."""
+
+
+def load_yaml(path):
+    path = Path(path)
+    if not path.is_file():
+        raise ValuesError(f"{path}: no such values file")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValuesError(f"{path}: not valid YAML: {err}") from err
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ValuesError(f"{path}: a values file must be a mapping, not {type(doc).__name__}")
+    return doc
+
+
+def merge(base, override, keep_null=False):
+    """Helm's coalescing: maps merge key by key, null deletes a key, anything else replaces.
+    Between layers a null is kept (keep_null) so it still deletes the subchart's default."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if value is None:
+            if keep_null:
+                out[key] = None
+            else:
+                out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value, keep_null)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def set_path(values, dotted, value):
+    node = values
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def classroom_values(path, below):
+    """A values layer from the classroom file (hub/classroom.yaml, the one-machine hub's
+    config): the course, who teaches and takes it, and the per-server limits. `below` is the
+    values under this layer, whose other formgrader services it removes. Logins stay in the
+    site layer: on a cluster they are OAuth/LTI settings with secrets from the Secret."""
+    try:
+        # The hub's own loader: the same schema, defaults and error messages as `make up`.
+        from torchclass_hub.config import ConfigError, load
+    except ImportError as err:
+        raise ValuesError(f"{path}: reading a classroom file needs the hub package "
+                          f"(hub/ on PYTHONPATH, as make sets it): {err}") from err
+    try:
+        room = load(path, env={})
+    except ConfigError as err:
+        raise ValuesError(str(err)) from err
+    course_id, instructors, students = room.course_id, room.instructors, room.students
+    # Only what the file sets: the one-machine defaults (a 120 s start timeout, say) would
+    # override the cluster's own.
+    spawner = load_yaml(path).get("spawner", {})
+    course = {"id": course_id, "instructors": instructors, "students": students}
+    services = {name: None for name in below["jupyterhub"]["hub"].get("services", {})
+                if name.startswith("formgrader-")}
+    services[f"formgrader-{course_id}"] = {
+        "url": f"http://formgrader-{course_id}:8888", "oauth_no_confirm": True, "display": True}
+    hub = {"services": services, "config": {"Authenticator": {
+        "admin_users": instructors, "allowed_users": sorted(set(instructors) | set(students))}}}
+    singleuser = {}
+    if "mem_limit" in spawner:
+        singleuser["memory"] = {"limit": spawner["mem_limit"]}
+    if "cpu_limit" in spawner:
+        singleuser["cpu"] = {"limit": spawner["cpu_limit"]}
+    if "start_timeout" in spawner:
+        singleuser["startTimeout"] = spawner["start_timeout"]
+    torchclass = {"courses": [course]}
+    if "image" in spawner:
+        name, _, tag = spawner["image"].rpartition(":")
+        if not name or "/" in tag:
+            raise ValuesError(f"{path}: spawner.image must be name:tag, got {spawner['image']!r}")
+        singleuser["image"] = {"name": name, "tag": tag}
+        torchclass["images"] = {"cpu": {"name": name, "tag": tag}}
+    return {"jupyterhub": {"custom": {"torchclass": torchclass}, "hub": hub,
+                           "singleuser": singleuser}}
+
+
+def layer_files(site=None, gpu=True):
+    files = [BASE_VALUES] + ([GPU_VALUES] if gpu else [])
+    return files + ([Path(site)] if site else [])
+
+
+def load_values(site=None, gpu=True, classroom=None):
+    """The wrapper chart's values after every layer and --set-file, as Helm computes them:
+    base, gpu, the classroom file's layer, the site."""
+    values = {}
+    for path in layer_files(None, gpu):
+        values = merge(values, load_yaml(path), keep_null=True)
+    if classroom:
+        values = merge(values, classroom_values(classroom, values), keep_null=True)
+    if site:
+        values = merge(values, load_yaml(site), keep_null=True)
+    for dotted, path in SET_FILES:
+        set_path(values, dotted, path.read_text())
+    return values
+
+
+def subchart_values(values, defaults):
+    """What the jupyterhub subchart sees: its own defaults under our `jupyterhub` block."""
+    return merge(defaults, values.get("jupyterhub", {}))
+
+
+def torchclass_settings(values):
+    return values["jupyterhub"]["custom"]["torchclass"]
+
+
+def image_ref(image):
+    return f"{image['name']}:{image['tag']}"
+
+
+def meta(name, component, namespace=None, labels=None):
+    out = {"name": name, "labels": {**LABEL_PART_OF, "app.kubernetes.io/component": component,
+                                    **(labels or {})}}
+    if namespace:
+        out["namespace"] = namespace
+    return out
+
+
+RESTRICTED_CONTAINER = {
+    "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 100,
+    "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def device_plugin_config(tc):
+    """NVIDIA device plugin configs; a node picks one with the label
+    nvidia.com/device-plugin.config=<key> (GPU operator: devicePlugin.config.name)."""
+    replicas = tc["gpuSharing"]["replicas"]
+    whole = {"version": "v1", "flags": {"migStrategy": "none"}}
+    shared = {
+        "version": "v1", "flags": {"migStrategy": "none"},
+        "sharing": {"timeSlicing": {
+            # Renamed to nvidia.com/gpu.shared so a shared pod can never land on a whole GPU
+            # (and a whole-GPU pod never on a shared one).
+            "renameByDefault": True,
+            "failRequestsGreaterThanOne": True,
+            "resources": [{"name": "nvidia.com/gpu", "replicas": replicas}],
+        }},
+    }
+    mig = {"version": "v1", "flags": {"migStrategy": "mixed"}}
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": meta(tc["gpuSharing"]["configMapName"], "device-plugin-config",
+                         tc["gpuSharing"]["devicePluginNamespace"]),
+        "data": {
+            "torchclass-whole": yaml.safe_dump(whole, sort_keys=False),
+            "torchclass-shared": yaml.safe_dump(shared, sort_keys=False),
+            "torchclass-mig": yaml.safe_dump(mig, sort_keys=False),
+        },
+    }
+
+
+def rwx_claim(name, component, settings, host_path_root=None):
+    """A ReadWriteMany claim; on a single node without an RWX storage class (k3s's local-path
+    is ReadWriteOnce), a hostPath volume under host_path_root stands in for it."""
+    spec = {"accessModes": ["ReadWriteMany"],
+            "resources": {"requests": {"storage": settings["size"]}}}
+    # Helm keeps the classroom's submissions and data on uninstall.
+    keep = {"helm.sh/resource-policy": "keep"}
+    docs = []
+    if host_path_root:
+        spec["storageClassName"] = ""
+        spec["volumeName"] = name
+        docs.append({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {**meta(name, component), "annotations": keep},
+            "spec": {"accessModes": ["ReadWriteMany"],
+                     "capacity": {"storage": settings["size"]},
+                     "persistentVolumeReclaimPolicy": "Retain",
+                     "storageClassName": "",
+                     "hostPath": {"path": f"{host_path_root.rstrip('/')}/{component}",
+                                  "type": "Directory"}},
+        })
+    elif settings.get("storageClass"):
+        spec["storageClassName"] = settings["storageClass"]
+    docs.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                 "metadata": {**meta(name, component), "annotations": keep},
+                 "spec": spec})
+    return docs
+
+
+def data_job(tc):
+    """Stage the real datasets once into the shared volume (students mount it read-only).
+    A Job's pod template cannot change in place, so its name carries a digest of the spec:
+    an upgrade that changes it (a new image) replaces the Job instead of failing."""
+    job = _data_job_spec(tc)
+    digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:8]
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": meta(f"torchclass-data-{digest}", "data"), "spec": job}
+
+
+def _data_job_spec(tc):
+    ds = tc["datasets"]
+    return {
+        "backoffLimit": 3,
+        "ttlSecondsAfterFinished": 86400,
+        "template": {
+            "metadata": {"labels": {**LABEL_PART_OF, "app.kubernetes.io/component": "data"}},
+            "spec": {
+                "restartPolicy": "OnFailure",
+                "securityContext": {"fsGroup": 100, "runAsNonRoot": True,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "automountServiceAccountToken": False,
+                "nodeSelector": tc["cpuPool"].get("nodeSelector") or {},
+                "tolerations": tc["cpuPool"].get("tolerations") or [],
+                "containers": [{
+                    "name": "stage",
+                    "image": image_ref(tc["images"]["cpu"]),
+                    "command": ["python", "-m", "torchclass_course.stage",
+                                "--root", ds["mountPath"]],
+                    "securityContext": RESTRICTED_CONTAINER,
+                    "resources": {"requests": {"cpu": "500m", "memory": "2Gi"},
+                                  "limits": {"memory": "4Gi"}},
+                    "volumeMounts": [{"name": "datasets", "mountPath": ds["mountPath"]}],
+                }],
+                "volumes": [{"name": "datasets",
+                             "persistentVolumeClaim": {"claimName": ds["claimName"]}}],
+            },
+        },
+    }
+
+
+def grader_config(tc, course):
+    ex = tc["exchange"]
+    return "\n".join([
+        "# The grader's side of the exchange: it sees every student's folder.",
+        "c = get_config()  # noqa: F821",
+        f"c.CourseDirectory.root = '/home/jovyan/{course['id']}'",
+        f"c.CourseDirectory.course_id = '{course['id']}'",
+        f"c.Exchange.root = '{ex['mountPath']}'",
+        "c.ExchangeFactory.collect = 'torchclass_exchange.PerStudentCollect'",
+        "c.ExchangeFactory.release_feedback = 'torchclass_exchange.PerStudentReleaseFeedback'",
+        "",
+    ])
+
+
+def formgrader(tc, course):
+    """One formgrader per course: a hub service (hub.services.formgrader-<id>) run as its own
+    Deployment with the course folder on its own volume and the whole exchange mounted."""
+    cid = course["id"]
+    name = f"formgrader-{cid}"
+    labels = {"app.kubernetes.io/name": "torchclass-formgrader", "torchclass/course": cid,
+              # z2jh's hub NetworkPolicy admits pods with this label to the hub API.
+              "hub.jupyter.org/network-access-hub": "true"}
+    prefix = f"/services/{name}/"
+    env = {
+        "JUPYTERHUB_SERVICE_NAME": name,
+        "JUPYTERHUB_API_URL": "http://hub:8081/hub/api",
+        "JUPYTERHUB_BASE_URL": "/",
+        "JUPYTERHUB_SERVICE_PREFIX": prefix,
+        "JUPYTERHUB_SERVICE_URL": "http://0.0.0.0:8888" + prefix,
+        "JUPYTERHUB_CLIENT_ID": f"service-{name}",
+        "JUPYTERHUB_OAUTH_CALLBACK_URL": prefix + "oauth_callback",
+        "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps([f"access:services!service={name}"]),
+        "JUPYTERHUB_USER": f"grader-{cid}",
+        # The image's switch for the formgrader extension and the instructor's Lab settings.
+        "TORCHCLASS_ROLE": "instructor",
+        "JUPYTER_CONFIG_PATH": "/etc/jupyter/instructor",
+        "PYTHONPATH": "/etc/torchclass/python",
+        "TORCHCLASS_DATA": tc["datasets"]["mountPath"],
+    }
+    env_list = [{"name": k, "value": v} for k, v in env.items()]
+    # The chart generates the service's token into its own Secret, named "hub".
+    env_list.append({"name": "JUPYTERHUB_API_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": "hub", "key": f"hub.services.{name}.apiToken"}}})
+    config_map = {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": meta(f"{name}-config", "formgrader"),
+        "data": {"nbgrader_config.py": grader_config(tc, course),
+                 "torchclass_exchange.py": GRADER_EXCHANGE.read_text()},
+    }
+    claim = {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {**meta(f"course-{cid}", "course"),
+                     "annotations": {"helm.sh/resource-policy": "keep"}},
+        "spec": {"accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": course.get("courseStorage", "10Gi")}}},
+    }
+    pod_labels = {**LABEL_PART_OF, "app.kubernetes.io/component": "formgrader", **labels}
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": meta(name, "formgrader", labels=labels),
+        "spec": {
+            "replicas": 1,
+            # One writer of the course's gradebook at a time.
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "torchclass-formgrader",
+                                         "torchclass/course": cid}},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "securityContext": {"fsGroup": 100, "runAsNonRoot": True,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "automountServiceAccountToken": False,
+                    "nodeSelector": tc["cpuPool"].get("nodeSelector") or {},
+                    "tolerations": tc["cpuPool"].get("tolerations") or [],
+                    "containers": [{
+                        "name": "formgrader",
+                        "image": image_ref(tc["images"]["cpu"]),
+                        "command": ["jupyterhub-singleuser", "--ip=0.0.0.0", "--port=8888",
+                                    f"--ServerApp.root_dir=/home/jovyan/{cid}",
+                                    "--ServerApp.default_url=/formgrader"],
+                        "env": env_list,
+                        "ports": [{"name": "http", "containerPort": 8888}],
+                        "securityContext": RESTRICTED_CONTAINER,
+                        "resources": {"requests": {"cpu": "500m", "memory": "2Gi"},
+                                      "limits": {"cpu": "2", "memory": "4Gi"}},
+                        "readinessProbe": {"tcpSocket": {"port": "http"},
+                                           "periodSeconds": 10},
+                        "volumeMounts": [
+                            {"name": "course", "mountPath": "/home/jovyan"},
+                            {"name": "exchange", "mountPath": tc["exchange"]["mountPath"]},
+                            {"name": "datasets", "mountPath": tc["datasets"]["mountPath"],
+                             "readOnly": True},
+                            {"name": "config", "mountPath": "/etc/jupyter/nbgrader_config.py",
+                             "subPath": "nbgrader_config.py", "readOnly": True},
+                            {"name": "config",
+                             "mountPath": "/etc/torchclass/python/torchclass_exchange.py",
+                             "subPath": "torchclass_exchange.py", "readOnly": True},
+                        ],
+                    }],
+                    "volumes": [
+                        {"name": "course", "persistentVolumeClaim": {"claimName": f"course-{cid}"}},
+                        {"name": "exchange", "persistentVolumeClaim": {
+                            "claimName": tc["exchange"]["claimName"]}},
+                        {"name": "datasets", "persistentVolumeClaim": {
+                            "claimName": tc["datasets"]["claimName"], "readOnly": True}},
+                        {"name": "config", "configMap": {"name": f"{name}-config"}},
+                    ],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": meta(name, "formgrader", labels=labels),
+        "spec": {"selector": {"app.kubernetes.io/name": "torchclass-formgrader",
+                              "torchclass/course": cid},
+                 "ports": [{"name": "http", "port": 8888, "targetPort": "http"}]},
+    }
+    policy = {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": meta(name, "formgrader"),
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "torchclass-formgrader",
+                                            "torchclass/course": cid}},
+            "policyTypes": ["Ingress", "Egress"],
+            # Only the proxy reaches the formgrader: never a student pod directly.
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {
+                "app": "jupyterhub", "component": "proxy"}}}],
+                "ports": [{"port": 8888, "protocol": "TCP"}]}],
+            "egress": [
+                {"to": [{"podSelector": {"matchLabels": {"app": "jupyterhub", "component": "hub"}}}],
+                 "ports": [{"port": 8081, "protocol": "TCP"}]},
+                DNS_EGRESS,
+            ],
+        },
+    }
+    return [config_map, claim, deployment, service, policy]
+
+
+DNS_EGRESS = {
+    "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}],
+    "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+}
+
+
+def data_job_policy():
+    """The data Job downloads from the internet, and reaches nothing inside the cluster."""
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": meta("torchclass-data", "data"),
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/component": "data",
+                                            **LABEL_PART_OF}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": [DNS_EGRESS, {"to": [{"ipBlock": {
+                "cidr": "0.0.0.0/0",
+                "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]}}]}],
+        },
+    }
+
+
+PAUSE = {"name": "registry.k8s.io/pause", "tag": "3.10.1"}
+PAUSE_CONTAINER = {
+    "runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534,
+    "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def cuda_image_puller(tc):
+    """Pull the CUDA image on GPU nodes only (the chart's puller stays on the CPU pool)."""
+    labels = {**LABEL_PART_OF, "app.kubernetes.io/component": "cuda-image-puller"}
+    return {
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": meta("torchclass-cuda-image-puller", "cuda-image-puller"),
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "updateStrategy": {"type": "RollingUpdate",
+                               "rollingUpdate": {"maxUnavailable": "100%"}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "terminationGracePeriodSeconds": 0,
+                    "nodeSelector": tc["gpuPool"].get("nodeSelector") or {},
+                    "tolerations": tc["gpuPool"].get("tolerations") or [],
+                    "initContainers": [{
+                        "name": "pull-cuda-image",
+                        "image": image_ref(tc["images"]["cuda"]),
+                        "command": ["/bin/sh", "-c", "echo pulled"],
+                        # The CUDA image asks for every GPU by default; this pod needs none.
+                        "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}],
+                        "securityContext": RESTRICTED_CONTAINER,
+                        "resources": {"requests": {"cpu": "0", "memory": "0"}},
+                    }],
+                    "containers": [{
+                        "name": "pause", "image": image_ref(PAUSE),
+                        "securityContext": PAUSE_CONTAINER,
+                        "resources": {"requests": {"cpu": "0", "memory": "0"}},
+                    }],
+                },
+            },
+        },
+    }
+
+
+def placeholder_requests(values, resource):
+    """CPU and memory of the profile using `resource`, so a placeholder holds a whole seat."""
+    for profile in values["jupyterhub"]["singleuser"].get("profileList") or []:
+        override = profile.get("kubespawner_override", {})
+        if resource in override.get("extra_resource_limits", {}):
+            return {key: override[trait] for key, trait in
+                    (("cpu", "cpu_guarantee"), ("memory", "mem_guarantee")) if trait in override}
+    return {}
+
+
+def gpu_placeholders(tc, values):
+    """Pods that hold GPUs so the next GPU student starts at once; any student pod preempts
+    them (lower priority), and the cluster autoscaler sees their demand and adds a node."""
+    ph = tc["gpuPlaceholders"]
+    requests = {**placeholder_requests(values, ph["resource"]), ph["resource"]: 1}
+    labels = {**LABEL_PART_OF, "app.kubernetes.io/component": "gpu-placeholder"}
+    priority = {
+        "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+        "metadata": meta("torchclass-gpu-placeholder", "gpu-placeholder"),
+        "value": -10, "globalDefault": False, "preemptionPolicy": "Never",
+        "description": "torchclass GPU placeholders: preempted by any student pod.",
+    }
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": meta("torchclass-gpu-placeholder", "gpu-placeholder"),
+        "spec": {
+            "replicas": ph["replicas"],
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "priorityClassName": "torchclass-gpu-placeholder",
+                    "automountServiceAccountToken": False,
+                    "terminationGracePeriodSeconds": 0,
+                    "nodeSelector": tc["gpuPool"].get("nodeSelector") or {},
+                    "tolerations": tc["gpuPool"].get("tolerations") or [],
+                    "containers": [{
+                        "name": "pause", "image": image_ref(PAUSE),
+                        "securityContext": PAUSE_CONTAINER,
+                        "resources": {"requests": requests, "limits": {ph["resource"]: 1}},
+                    }],
+                },
+            },
+        },
+    }
+    return [priority, deployment]
+
+
+def check_courses(values):
+    """Each course needs its hub service (the formgrader's token and route) and vice versa."""
+    tc = torchclass_settings(values)
+    courses = {f"formgrader-{c['id']}" for c in tc.get("courses", [])}
+    services = {name for name, spec in values["jupyterhub"]["hub"].get("services", {}).items()
+                if name.startswith("formgrader-") and spec is not None}
+    if courses != services:
+        raise ValuesError(
+            "courses and formgrader services disagree: courses want "
+            f"{sorted(courses)}, jupyterhub.hub.services has {sorted(services)}; add or remove "
+            "hub.services.formgrader-<id> with the course (k8s/README.md, 'Adding a course')")
+
+
+def render(values):
+    check_courses(values)
+    tc = torchclass_settings(values)
+    host_root = tc.get("singleNodeHostPath")
+    docs = rwx_claim(tc["exchange"]["claimName"], "exchange", tc["exchange"], host_root)
+    docs += rwx_claim(tc["datasets"]["claimName"], "datasets", tc["datasets"], host_root)
+    docs += [data_job(tc), data_job_policy()]
+    if tc.get("gpu"):
+        docs += [device_plugin_config(tc), cuda_image_puller(tc)]
+        docs += gpu_placeholders(tc, values)
+    for course in tc.get("courses", []):
+        docs += formgrader(tc, course)
+    return docs
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (embedded configs and code) as readable | blocks."""
+
+
+_BlockDumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
+
+
+def dump_all(docs):
+    # Helm treats every file under templates/ as a Go template; this output has no "{{".
+    text = yaml.dump_all(docs, Dumper=_BlockDumper, sort_keys=False)
+    if "{{" in text:
+        raise ValueError("rendered manifests contain '{{', which Helm would try to evaluate")
+    return "# Generated by k8s/render.py from the layered values; do not edit.\n" + text
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["values", "manifests", "classroom"],
+                        help="classroom: only the layer made from --classroom")
+    parser.add_argument("--site", help="the site's values file (layer 3)")
+    parser.add_argument("--no-gpu", action="store_true", help="leave out k8s/values/gpu.yaml")
+    parser.add_argument("--classroom", help="the classroom file (hub/classroom.yaml)")
+    parser.add_argument("--out", help="write here instead of stdout")
+    args = parser.parse_args(argv)
+    try:
+        if args.what == "classroom":
+            if not args.classroom:
+                parser.error("classroom needs --classroom FILE")
+            below = load_values(gpu=not args.no_gpu)
+            text = yaml.dump(classroom_values(args.classroom, below), Dumper=_BlockDumper,
+                             sort_keys=False)
+        else:
+            values = load_values(args.site, gpu=not args.no_gpu, classroom=args.classroom)
+            text = (yaml.dump(values, Dumper=_BlockDumper, sort_keys=False)
+                    if args.what == "values" else dump_all(render(values)))
+    except ValuesError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
