@@ -85,25 +85,35 @@ def _who_listens(port: int) -> str:
 
 
 def _reap_leftovers(classroom: Classroom) -> None:
-    """After a hub was killed (kill -9, power cut), its formgrader service keeps the port.
-    Stop it; users' servers are left running: the new hub adopts them from its database."""
-    ports_file = classroom.state_dir / "ports.json"
-    if not ports_file.exists():
-        return
-    port = json.loads(ports_file.read_text()).get("formgrader")
+    """After a hub was killed (kill -9, power cut), its proxy and formgrader service keep
+    running and hold their ports. Stop them; users' servers are left running: the new hub
+    adopts them from its database."""
     try:
         import psutil
     except ImportError:
         return
-    for conn in psutil.net_connections("tcp"):
-        if conn.status == "LISTEN" and conn.laddr.port == port and conn.pid:
-            p = psutil.Process(conn.pid)
-            if any("jupyterhub-singleuser" in part for part in p.cmdline()):
+    stale = []
+    proxy_pid = classroom.state_dir / "jupyterhub-proxy.pid"
+    try:
+        stale.append((int(proxy_pid.read_text().strip()), "configurable-http-proxy"))
+    except (FileNotFoundError, ValueError):
+        pass
+    ports_file = classroom.state_dir / "ports.json"
+    if ports_file.exists():
+        port = json.loads(ports_file.read_text()).get("formgrader")
+        stale += [(c.pid, "jupyterhub-singleuser") for c in psutil.net_connections("tcp")
+                  if c.status == "LISTEN" and c.laddr.port == port and c.pid]
+    for pid, marker in stale:
+        try:
+            p = psutil.Process(pid)
+            if any(marker in part for part in p.cmdline()):
                 p.terminate()
                 try:
                     p.wait(10)
                 except psutil.TimeoutExpired:
                     p.kill()
+        except psutil.NoSuchProcess:
+            continue
 
 
 def _health(url: str) -> bool:

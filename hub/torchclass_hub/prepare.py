@@ -15,7 +15,7 @@ from pathlib import Path
 from torchclass_grading.course import Course
 
 from . import accounts
-from .config import REPO, Classroom, ConfigError, stage_projects
+from .config import REPO, Classroom, stage_projects
 
 STUDENT_LAB_DISABLED = [
     # Instructor tools: students keep only the assignment list (and validate button).
@@ -113,20 +113,20 @@ def grader_account(classroom: Classroom) -> None:
 def course(classroom: Classroom) -> Course:
     c = Course.from_classroom(classroom)
     c.setup()
-    projects = stage_projects(classroom)
-    missing = [a for a in classroom["assignments"] if a not in projects]
-    if missing:
-        raise ConfigError(
-            f"{classroom.source}: key 'assignments' names {', '.join(missing)}, which has no "
-            f"course/stage*/projects/<id>/<id>.ipynb. Fix: remove it or add the notebook "
-            f"(found: {', '.join(projects) or 'none'}).")
     return c
 
 
-def release(classroom: Classroom, c: Course) -> list[str]:
+def release(classroom: Classroom, c: Course, log=print) -> list[str]:
+    """Release every listed assignment not yet released. One that is not in the checkout is
+    reported, not fatal: the classroom still starts with the others."""
     projects = stage_projects(classroom)
     done = []
     for a in classroom["assignments"]:
+        if a not in projects:
+            log(f"warning: {classroom.source}: key 'assignments' names {a!r}, but there is no "
+                f"course/stage*/projects/{a}/{a}.ipynb (found: {', '.join(projects) or 'none'}). "
+                "Fix: add the notebook or remove the entry; it was not released.")
+            continue
         if a not in c.released():
             c.add_source(a, projects[a])
             if c.release(a):
@@ -144,7 +144,7 @@ def everything(classroom: Classroom, log=print) -> dict:
     student_config(classroom)
     c = course(classroom)
     exchange(classroom)
-    released = release(classroom, c)
+    released = release(classroom, c, log)
     if new_users:
         log(f"New accounts: {', '.join(new_users)} (passwords in {classroom.password_file})")
     if released:

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hub"))
 
-from classroom_fixture import TestClassroom
+from classroom_fixture import shared_classroom
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -18,18 +18,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 
 @pytest.fixture(scope="module")
-def classroom():
+def classroom(request):
     if os.geteuid() != 0:
         pytest.skip("the classroom creates real Unix users (useradd): run as root")
-    room = TestClassroom(n_students=1)
-    try:
-        room.up()
-        yield room
-    except Exception:
-        print(room.hub_log())
-        raise
-    finally:
-        room.teardown()
+    return shared_classroom(request.config)
 
 
 @pytest.fixture(scope="module")

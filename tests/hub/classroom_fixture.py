@@ -109,3 +109,23 @@ class TestClassroom:
 
     def info(self) -> str:
         return json.dumps({"url": self.url, "root": str(self.root)})
+
+
+_SHARED: TestClassroom | None = None
+
+
+def shared_classroom(config) -> TestClassroom:
+    """One classroom per test process, shared by the hub and browser tests (starting one costs
+    half a minute or more on a busy machine); removed when the test session ends. The modules
+    that use it share an xdist group, so under `-n 2` they land in one process."""
+    global _SHARED
+    if _SHARED is None:
+        room = TestClassroom(n_students=3)
+        config.add_cleanup(room.teardown)
+        try:
+            room.up()
+        except Exception:
+            print(room.hub_log())
+            raise
+        _SHARED = room
+    return _SHARED

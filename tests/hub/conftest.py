@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from classroom_fixture import TestClassroom
+from classroom_fixture import shared_classroom
 
 
 def _need_root():
@@ -12,17 +12,9 @@ def _need_root():
 
 
 @pytest.fixture(scope="module")
-def classroom():
+def classroom(request):
     _need_root()
-    room = TestClassroom(n_students=3)
-    try:
-        room.up()
-        yield room
-    except Exception:
-        print(room.hub_log())
-        raise
-    finally:
-        room.teardown()
+    return shared_classroom(request.config)
 
 
 @pytest.fixture(autouse=True)

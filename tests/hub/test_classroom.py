@@ -19,7 +19,7 @@ from classroom_fixture import assignment_under_test
 from hubclient import HubClient
 from torchclass_hub import config
 
-pytestmark = [pytest.mark.hub, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.hub, pytest.mark.timeout(600), pytest.mark.xdist_group("classroom")]
 
 MEMBERS = ["solution", "untouched", "partial"]
 
@@ -35,7 +35,15 @@ def _login(room, user) -> HubClient:
 @pytest.fixture(scope="module")
 def graded(classroom):
     """Each student logs in, starts a server, fetches, writes their member and submits; the
-    instructor collects, autogrades and returns feedback."""
+    instructor collects, autogrades and returns feedback. Done once per classroom: xdist may
+    tear module fixtures down between batches, and a second submission would change the
+    state the tests check."""
+    if getattr(classroom, "graded", None) is None:
+        classroom.graded = _submit_and_grade(classroom)
+    return classroom.graded
+
+
+def _submit_and_grade(classroom):
     aid = assignment_under_test()
     adir = config.stage_projects(classroom.classroom)[aid]
     family = submissions.family(adir)
@@ -190,5 +198,6 @@ def test_hub_killed_and_restarted_loses_nothing(classroom, graded):
     client = _login(classroom, classroom.students[0])
     user = client.api("GET", f"users/{classroom.students[0]}").json()
     assert user["servers"][""]["ready"]
+    client.s.get(client.server_url("lab"), timeout=60).raise_for_status()
     r = client.get_file(f"{graded['aid']}/{graded['aid']}.ipynb")
     assert r.status_code == 200
