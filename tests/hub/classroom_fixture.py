@@ -99,10 +99,34 @@ class TestClassroom:
         return subprocess.run(check=False, args=["runuser", "-u", user, "--", *cmd], capture_output=True,
                               text=True, timeout=60)
 
+    def _leftover_processes(self) -> list:
+        """Processes this classroom started: run by its users, or working inside its dir."""
+        import psutil
+
+        users = {self.instructor, *self.students, self.classroom.grader}
+        found = []
+        for p in psutil.process_iter(["username", "cwd"]):
+            if p.info["username"] in users or (p.info["cwd"] or "").startswith(f"{self.root}/"):
+                found.append(p)
+        return found
+
     def teardown(self) -> None:
+        import psutil
+
         try:
             self.down()
         finally:
+            # `down` stops everything the hub knows of; a test that failed half-way may have
+            # left more. Nothing of ours may outlive the users (their uids get reused).
+            leftovers = self._leftover_processes()
+            for p in leftovers:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    continue
+            psutil.wait_procs(leftovers, timeout=10)
+            if leftovers:
+                print(f"teardown: killed {len(leftovers)} leftover processes; log: {self.log}")
             for user in [self.instructor, *self.students, self.classroom.grader]:
                 subprocess.run(["userdel", "-r", "-f", user], check=False, capture_output=True)
             shutil.rmtree(self.root, ignore_errors=True)

@@ -1,14 +1,13 @@
 """The classroom file: its schema, and bad files stopping `up` before anything starts."""
 
 import json
-import subprocess
-import sys
+import socket
 
 import jsonschema
 import pytest
 import yaml
 from classroom_fixture import REPO
-from torchclass_hub import config
+from torchclass_hub import cli, config
 
 pytestmark = pytest.mark.hub
 
@@ -69,23 +68,20 @@ BAD = [
 
 
 @pytest.mark.parametrize("content,words", BAD, ids=[w[0] for _, w in BAD])
-def test_bad_classroom_file_stops_up_before_anything_starts(tmp_path, content, words):
+def test_bad_classroom_file_stops_up_before_anything_starts(tmp_path, monkeypatch, capsys,
+                                                            content, words):
     path = tmp_path / "classroom.yaml"
     path.write_text(yaml.safe_dump(content))
     data = tmp_path / "data"
-    env = {"PYTHONPATH": f"{REPO}/hub:{REPO}/grading:{REPO}/course", "PATH": "/usr/bin:/bin",
-           "TORCHCLASS_DATA_DIR": str(data)}
-    proc = subprocess.run(check=False, args=[sys.executable, "-m", "torchclass_hub.cli", "up", "--classroom",
-                           str(path)], capture_output=True, text=True, env=env, timeout=60)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
+    monkeypatch.setenv("TORCHCLASS_DATA_DIR", str(data))
+    assert cli.main(["up", "--classroom", str(path)]) == 2
+    err = capsys.readouterr().err
     for word in [str(path), *words]:
-        assert word in proc.stderr, f"{word!r} not in: {proc.stderr}"
+        assert word in err, f"{word!r} not in: {err}"
     assert not data.exists(), "nothing may be created for a bad classroom file"
 
 
-def test_busy_port_is_named(tmp_path):
-    import socket
-
+def test_busy_port_is_named(tmp_path, capsys):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -93,11 +89,9 @@ def test_busy_port_is_named(tmp_path):
         path = tmp_path / "classroom.yaml"
         path.write_text(json.dumps({**GOOD, "hub": {"port": port,
                                                     "data_dir": str(tmp_path / "d")}}))
-        env = {"PYTHONPATH": f"{REPO}/hub:{REPO}/grading:{REPO}/course", "PATH": "/usr/bin:/bin"}
-        proc = subprocess.run(check=False, args=[sys.executable, "-m", "torchclass_hub.cli", "up", "--classroom",
-                               str(path)], capture_output=True, text=True, env=env, timeout=60)
-    assert proc.returncode == 3
-    assert f"port {port}" in proc.stdout and "busy" in proc.stdout
+        assert cli.main(["up", "--classroom", str(path)]) == 3
+    out = capsys.readouterr().out
+    assert f"port {port}" in out and "busy" in out and "PORT=" in out
     assert not (tmp_path / "d").exists()
 
 

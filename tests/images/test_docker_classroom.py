@@ -9,8 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -29,7 +31,7 @@ def launcher(action: str, env: dict, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def classroom(hub_image, notebook_image, tmp_path):
+def classroom(hub_image, notebook_image):
     if os.geteuid() != 0:
         pytest.skip("the Docker classroom prepares the course for uid 1000: needs root")
     if not (REPO / "course" / "stage1" / "projects" / ASSIGNMENT).is_dir():
@@ -37,6 +39,9 @@ def classroom(hub_image, notebook_image, tmp_path):
     tag = uuid.uuid4().hex[:6]
     course_id, port = f"dc{tag}", free_port()
     users = {"teacher": f"teach-{tag}", "alice": f"alice-{tag}", "bob": f"bob-{tag}"}
+    # Not under pytest's root-only tmp: the course's grader account must reach the data dir.
+    tmp_path = Path(tempfile.mkdtemp(prefix=f"torchclass-dc-{tag}-"))
+    tmp_path.chmod(0o755)
     data_dir = tmp_path / "data"
     classroom_file = tmp_path / "classroom.yaml"
     classroom_file.write_text(yaml.safe_dump({
@@ -80,18 +85,31 @@ def login_and_spawn(room: dict, role: str) -> tuple[requests.Session, str]:
                          data={"username": user, "password": room["passwords"][user],
                                "_xsrf": xsrf})
     assert reply.status_code == 302, f"login of {user} failed: {reply.status_code} {reply.text[:500]}"
+    # Logging in sets a fresh xsrf cookie bound to the session.
+    xsrf = [c.value for c in session.cookies if c.name == "_xsrf"][-1]
     headers = {"X-XSRFToken": xsrf}
     reply = session.post(room["url"] + f"hub/api/users/{user}/server", headers=headers,
-                         timeout=60)
+                         json={}, timeout=60)
     assert reply.status_code in (201, 202), reply.text
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         info = session.get(room["url"] + f"hub/api/users/{user}", headers=headers, timeout=30)
         server = info.json().get("servers", {}).get("")
         if server and server.get("ready"):
-            return session, f"torchclass-{room['course_id']}-{user}"
+            return session, container_of(room["course_id"], user)
         time.sleep(1)
     raise AssertionError(f"{user}'s server was not ready within 180 s: {info.text}")
+
+
+def container_of(course_id: str, user: str) -> str:
+    """The running container DockerSpawner made for user (names escape some characters)."""
+    names = docker("ps", "--filter", f"name=torchclass-{course_id}-", "--format",
+                   "{{.Names}}").stdout.split()
+    for name in names:
+        env = json.loads(docker("inspect", "-f", "{{json .Config.Env}}", name).stdout)
+        if f"JUPYTERHUB_USER={user}" in env:
+            return name
+    raise AssertionError(f"no running container for {user} among {names}")
 
 
 def sh(container: str, script: str, workdir: str = "/home/jovyan") -> str:
@@ -108,7 +126,8 @@ def test_docker_classroom_end_to_end(classroom):
     session, container = login_and_spawn(room, "alice")
     spec = json.loads(docker("inspect", container).stdout)[0]
     assert spec["Config"]["User"] == "1000:100"
-    assert spec["HostConfig"]["NanoCpus"] == 1_000_000_000
+    host = spec["HostConfig"]
+    assert host["NanoCpus"] == 1_000_000_000 or host["CpuQuota"] == host["CpuPeriod"] > 0, host
     assert spec["HostConfig"]["Memory"] == 2 * 1024**3
     assert spec["HostConfig"]["Privileged"] is False
     assert any(m["Type"] == "volume" and m["Destination"] == "/home/jovyan" for m in spec["Mounts"])

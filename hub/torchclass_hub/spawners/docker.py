@@ -24,6 +24,8 @@ import os
 import socket
 from pathlib import Path
 
+from dockerspawner import DockerSpawner
+
 EXCHANGE_IN_CONTAINER = "/srv/nbgrader/exchange"
 DATA_IN_CONTAINER = "/srv/torchclass/data"
 # Settings that name paths on the hub's machine; the image has its own.
@@ -57,6 +59,14 @@ def exchange_mounts(exchange: Path, course_id: str, user: str, instructor: bool,
     }
 
 
+class HostNetworkDockerSpawner(DockerSpawner):
+    """DockerSpawner on the host's network: each server listens on 127.0.0.1 on its own port
+    (not on every interface), where the hub and its proxy, on the same host, reach it."""
+
+    async def get_ip_and_port(self):
+        return self.ip, self.port
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -69,7 +79,8 @@ def configure(c, classroom, env: dict) -> None:
     instructors = set(classroom.instructors)
     cpu_limit = float(spawner.get("cpu_limit") or 1)
 
-    c.JupyterHub.spawner_class = "dockerspawner.DockerSpawner"
+    c.JupyterHub.spawner_class = HostNetworkDockerSpawner
+    c.DockerSpawner.ip = "127.0.0.1"
     c.DockerSpawner.image = spawner.get("image") or "torchclass/notebook:0.1.0"
     c.DockerSpawner.network_name = "host"
     c.DockerSpawner.use_internal_ip = True
