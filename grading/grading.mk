@@ -1,1 +1,28 @@
-# grading targets
+# Grading targets: nbgrader commands for the classroom's course, run as its grader account.
+# ASSIGNMENT=<id> picks the assignment; CLASSROOM=<file> another classroom file.
+GRADE := $(PY) -m torchclass_grading.cli $(if $(CLASSROOM),--classroom $(CLASSROOM))
+GRADES_CSV ?= grades.csv
+.PHONY: release collect autograde feedback grades
+
+define need_assignment
+	@test -n "$(ASSIGNMENT)" || { echo "error: say which assignment: make $@ ASSIGNMENT=s1-linear-regression" >&2; exit 2; }
+endef
+
+release: install ## release an assignment to students (ASSIGNMENT=id)
+	$(need_assignment)
+	$(GRADE) release $(ASSIGNMENT)
+
+collect: install ## collect students' submissions (ASSIGNMENT=id)
+	$(need_assignment)
+	$(GRADE) collect $(ASSIGNMENT)
+
+autograde: install ## autograde collected submissions (ASSIGNMENT=id)
+	$(need_assignment)
+	$(GRADE) autograde $(ASSIGNMENT)
+
+feedback: install ## generate feedback and return it to students (ASSIGNMENT=id)
+	$(need_assignment)
+	$(GRADE) feedback $(ASSIGNMENT)
+
+grades: install ## export the gradebook as CSV, one row per student (GRADES_CSV=grades.csv)
+	$(GRADE) export --out $(GRADES_CSV)

@@ -1,1 +1,29 @@
-# hub targets
+# Classroom targets: start, stop and inspect the JupyterHub classroom on this machine.
+# PORT=8001 / IP=0.0.0.0 / DATA_DIR=... override the classroom file for one run;
+# CLASSROOM=<file> picks another classroom file (default hub/classroom.yaml).
+HUB := $(PY) -m torchclass_hub.cli $(if $(CLASSROOM),--classroom $(CLASSROOM)) \
+  $(if $(PORT),--port $(PORT)) $(if $(IP),--ip $(IP)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+.PHONY: up down status users validate reset-password hub-docs
+
+up: install ## start the classroom (validates the classroom file first); data is kept across runs
+	@$(HUB) validate
+	@$(HUB) up
+
+down: ## stop the classroom: the hub, every student server, the formgrader (data is kept)
+	@$(HUB) down
+
+status: ## is the classroom running, where, and where its data lives
+	@$(HUB) status
+
+users: ## list the roster and who has a password
+	@$(HUB) users
+
+validate: ## check the classroom file against its schema; starts nothing
+	@$(HUB) validate
+
+reset-password: ## give NAME=<user> a new password (printed once)
+	@test -n "$(NAME)" || { echo "error: say whose: make reset-password NAME=<user>" >&2; exit 2; }
+	@$(HUB) reset-password $(NAME)
+
+hub-docs: ## print the classroom-file reference table (for hub/README.md)
+	@$(HUB) schema-docs

@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent / "grading"))
 
-from torchclass_hub import config, hubconfig  # noqa: E402
+from torchclass_hub import config, hubconfig
 
 c = get_config()  # noqa: F821
 classroom = config.load()

@@ -1,18 +1,28 @@
 # k8s targets: deploy the classroom with Helm on an existing cluster (k8s/README.md).
 # Values layers, in this order (later wins): k8s/chart/values.yaml (implicit), k8s/values/gpu.yaml
-# (GPU_VALUES= to leave out), $(SITE_VALUES); then the policy files passed with --set-file.
+# (GPU_VALUES= to leave out), the layer made from $(CLASSROOM) if set (course, roster, limits from
+# hub/classroom.yaml), $(SITE_VALUES); then the policy files passed with --set-file.
 .PHONY: deploy k8s-secret k8s-values k8s-template k8s-lint k8s-test bench-gpu
 
 RELEASE ?= torchclass
 NAMESPACE ?= torchclass
 SITE_VALUES ?= k8s/values/site.yaml
 GPU_VALUES ?= k8s/values/gpu.yaml
-K8S_RENDER_ARGS = $(if $(wildcard $(SITE_VALUES)),--site $(SITE_VALUES)) $(if $(GPU_VALUES),,--no-gpu)
+CLASSROOM ?=
+CLASSROOM_LAYER := build/k8s-classroom-values.yaml
+K8S_RENDER_ARGS = $(if $(wildcard $(SITE_VALUES)),--site $(SITE_VALUES)) $(if $(GPU_VALUES),,--no-gpu) \
+  $(if $(CLASSROOM),--classroom $(CLASSROOM))
 K8S_GENERATED := k8s/chart/templates/torchclass.generated.yaml
 HELM_SET_FILES := \
   --set-file jupyterhub.hub.extraFiles.torchclass-k8s.stringData=k8s/files/hub/torchclass_k8s.py \
   --set-file jupyterhub.singleuser.extraFiles.busy-activity.stringData=k8s/files/singleuser/torchclass_busy_activity.py
-HELM_LAYERS = $(if $(GPU_VALUES),-f $(GPU_VALUES)) -f $(SITE_VALUES) $(HELM_SET_FILES)
+HELM_LAYERS = $(if $(GPU_VALUES),-f $(GPU_VALUES)) $(if $(CLASSROOM),-f $(CLASSROOM_LAYER)) \
+  -f $(SITE_VALUES) $(HELM_SET_FILES)
+# The classroom file's layer, written where helm can read it (only when CLASSROOM is set).
+define classroom_layer
+	$(if $(CLASSROOM),@mkdir -p build && $(PY) k8s/render.py classroom --classroom $(CLASSROOM) \
+	  $(if $(GPU_VALUES),,--no-gpu) --out $(CLASSROOM_LAYER))
+endef
 
 define need
 	@command -v $(1) >/dev/null || { echo "error: $(1) is not installed; $(2)" >&2; exit 1; }
@@ -22,6 +32,7 @@ k8s-values: ## print the layered Helm values (SITE_VALUES=..., GPU_VALUES= for C
 	@$(PY) k8s/render.py values $(K8S_RENDER_ARGS)
 
 k8s-template: ## render torchclass's own objects into the chart (and everything, if helm is here)
+	$(call classroom_layer)
 	$(PY) k8s/render.py manifests $(K8S_RENDER_ARGS) --out $(K8S_GENERATED)
 	@if command -v helm >/dev/null && test -f $(SITE_VALUES); then \
 	  mkdir -p build && helm dependency build k8s/chart >/dev/null \
@@ -31,6 +42,7 @@ k8s-template: ## render torchclass's own objects into the chart (and everything,
 
 k8s-lint: ## validate values and every object offline; `helm lint` too where helm is installed
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -m k8s tests/k8s
+	$(call classroom_layer)
 	@if command -v helm >/dev/null && test -f $(SITE_VALUES); then \
 	  helm dependency build k8s/chart >/dev/null && helm lint k8s/chart $(HELM_LAYERS); fi
 
@@ -42,7 +54,6 @@ k8s-secret: ## create the hub's Secret with random tokens once (never overwrites
 	  echo "Secret $(NAMESPACE)/torchclass-hub-secrets exists; left as is."; else \
 	  kubectl create namespace $(NAMESPACE) --dry-run=client -o yaml | kubectl apply -f - >/dev/null; \
 	  kubectl -n $(NAMESPACE) create secret generic torchclass-hub-secrets \
-	    --from-literal=hub.config.ConfigurableHTTPProxy.auth_token=$$(openssl rand -hex 32) \
 	    --from-literal=hub.config.JupyterHub.cookie_secret=$$(openssl rand -hex 32) \
 	    --from-literal=hub.config.CryptKeeper.keys=$$(openssl rand -hex 32) \
 	    --from-literal=oauth-client-secret="$${OAUTH_CLIENT_SECRET:-unset}" \
@@ -54,6 +65,7 @@ deploy: ## helm upgrade --install the classroom (SITE_VALUES, RELEASE, NAMESPACE
 	@test -f $(SITE_VALUES) || { echo "error: $(SITE_VALUES) not found: copy k8s/values/site.example.yaml there and edit it (or pass SITE_VALUES=path)" >&2; exit 1; }
 	@kubectl -n $(NAMESPACE) get secret torchclass-hub-secrets >/dev/null 2>&1 \
 	  || { echo "error: Secret $(NAMESPACE)/torchclass-hub-secrets is missing: run 'make k8s-secret' first" >&2; exit 1; }
+	$(call classroom_layer)
 	$(PY) k8s/render.py manifests $(K8S_RENDER_ARGS) --out $(K8S_GENERATED)
 	helm dependency build k8s/chart
 	helm upgrade --install $(RELEASE) k8s/chart --namespace $(NAMESPACE) --create-namespace \

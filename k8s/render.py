@@ -1,10 +1,11 @@
 """Layer torchclass's Helm values and render the objects the wrapper chart adds to z2jh.
 
-    python k8s/render.py values    [--site FILE] [--no-gpu]   # merged values, as YAML
-    python k8s/render.py manifests [--site FILE] [--no-gpu] [--out FILE]
+    python k8s/render.py values    [--site FILE] [--no-gpu] [--classroom FILE]  # merged, as YAML
+    python k8s/render.py manifests [--site FILE] [--no-gpu] [--classroom FILE] [--out FILE]
+    python k8s/render.py classroom --classroom FILE [--out FILE]  # that layer alone, for helm -f
 
-The layers (k8s/README.md): k8s/chart/values.yaml, k8s/values/gpu.yaml, the site file, then the
-files `make deploy` passes with --set-file. Maps merge and lists are replaced whole, as in Helm.
+The layers (k8s/README.md): k8s/chart/values.yaml, k8s/values/gpu.yaml, the layer made from
+the classroom file (optional), the site file, then the files `make deploy` passes with --set-file. Maps merge and lists are replaced whole, as in Helm.
 `manifests` writes the chart's templates/torchclass.generated.yaml: the device plugin's
 time-slicing ConfigMap, the exchange and dataset volumes, the data Job, one formgrader per
 course, the CUDA image puller, GPU placeholders and the NetworkPolicies. All are plain objects
@@ -14,6 +15,7 @@ validate exactly what Helm will install.
 
 import argparse
 import copy
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -78,16 +80,65 @@ def set_path(values, dotted, value):
     node[last] = value
 
 
+def classroom_values(path, below):
+    """A values layer from the classroom file (hub/classroom.yaml, the one-machine hub's
+    config): the course, who teaches and takes it, and the per-server limits. `below` is the
+    values under this layer, whose other formgrader services it removes. Logins stay in the
+    site layer: on a cluster they are OAuth/LTI settings with secrets from the Secret."""
+    try:
+        # The hub's own loader: the same schema, defaults and error messages as `make up`.
+        from torchclass_hub.config import ConfigError, load
+    except ImportError as err:
+        raise ValuesError(f"{path}: reading a classroom file needs the hub package "
+                          f"(hub/ on PYTHONPATH, as make sets it): {err}") from err
+    try:
+        room = load(path, env={})
+    except ConfigError as err:
+        raise ValuesError(str(err)) from err
+    course_id, instructors, students = room.course_id, room.instructors, room.students
+    # Only what the file sets: the one-machine defaults (a 120 s start timeout, say) would
+    # override the cluster's own.
+    spawner = load_yaml(path).get("spawner", {})
+    course = {"id": course_id, "instructors": instructors, "students": students}
+    services = {name: None for name in below["jupyterhub"]["hub"].get("services", {})
+                if name.startswith("formgrader-")}
+    services[f"formgrader-{course_id}"] = {
+        "url": f"http://formgrader-{course_id}:8888", "oauth_no_confirm": True, "display": True}
+    hub = {"services": services, "config": {"Authenticator": {
+        "admin_users": instructors, "allowed_users": sorted(set(instructors) | set(students))}}}
+    singleuser = {}
+    if "mem_limit" in spawner:
+        singleuser["memory"] = {"limit": spawner["mem_limit"]}
+    if "cpu_limit" in spawner:
+        singleuser["cpu"] = {"limit": spawner["cpu_limit"]}
+    if "start_timeout" in spawner:
+        singleuser["startTimeout"] = spawner["start_timeout"]
+    torchclass = {"courses": [course]}
+    if "image" in spawner:
+        name, _, tag = spawner["image"].rpartition(":")
+        if not name or "/" in tag:
+            raise ValuesError(f"{path}: spawner.image must be name:tag, got {spawner['image']!r}")
+        singleuser["image"] = {"name": name, "tag": tag}
+        torchclass["images"] = {"cpu": {"name": name, "tag": tag}}
+    return {"jupyterhub": {"custom": {"torchclass": torchclass}, "hub": hub,
+                           "singleuser": singleuser}}
+
+
 def layer_files(site=None, gpu=True):
     files = [BASE_VALUES] + ([GPU_VALUES] if gpu else [])
     return files + ([Path(site)] if site else [])
 
 
-def load_values(site=None, gpu=True):
-    """The wrapper chart's values after every layer and --set-file, as Helm computes them."""
+def load_values(site=None, gpu=True, classroom=None):
+    """The wrapper chart's values after every layer and --set-file, as Helm computes them:
+    base, gpu, the classroom file's layer, the site."""
     values = {}
-    for path in layer_files(site, gpu):
+    for path in layer_files(None, gpu):
         values = merge(values, load_yaml(path), keep_null=True)
+    if classroom:
+        values = merge(values, classroom_values(classroom, values), keep_null=True)
+    if site:
+        values = merge(values, load_yaml(site), keep_null=True)
     for dotted, path in SET_FILES:
         set_path(values, dotted, path.read_text())
     return values
@@ -149,49 +200,71 @@ def device_plugin_config(tc):
     }
 
 
-def rwx_claim(name, component, settings):
+def rwx_claim(name, component, settings, host_path_root=None):
+    """A ReadWriteMany claim; on a single node without an RWX storage class (k3s's local-path
+    is ReadWriteOnce), a hostPath volume under host_path_root stands in for it."""
     spec = {"accessModes": ["ReadWriteMany"],
             "resources": {"requests": {"storage": settings["size"]}}}
-    if settings.get("storageClass"):
+    # Helm keeps the classroom's submissions and data on uninstall.
+    keep = {"helm.sh/resource-policy": "keep"}
+    docs = []
+    if host_path_root:
+        spec["storageClassName"] = ""
+        spec["volumeName"] = name
+        docs.append({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {**meta(name, component), "annotations": keep},
+            "spec": {"accessModes": ["ReadWriteMany"],
+                     "capacity": {"storage": settings["size"]},
+                     "persistentVolumeReclaimPolicy": "Retain",
+                     "storageClassName": "",
+                     "hostPath": {"path": f"{host_path_root.rstrip('/')}/{component}",
+                                  "type": "Directory"}},
+        })
+    elif settings.get("storageClass"):
         spec["storageClassName"] = settings["storageClass"]
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {**meta(name, component),
-                         # Helm keeps the classroom's submissions and data on uninstall.
-                         "annotations": {"helm.sh/resource-policy": "keep"}},
-            "spec": spec}
+    docs.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                 "metadata": {**meta(name, component), "annotations": keep},
+                 "spec": spec})
+    return docs
 
 
 def data_job(tc):
-    """Stage the real datasets once into the shared volume (students mount it read-only)."""
+    """Stage the real datasets once into the shared volume (students mount it read-only).
+    A Job's pod template cannot change in place, so its name carries a digest of the spec:
+    an upgrade that changes it (a new image) replaces the Job instead of failing."""
+    job = _data_job_spec(tc)
+    digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:8]
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": meta(f"torchclass-data-{digest}", "data"), "spec": job}
+
+
+def _data_job_spec(tc):
     ds = tc["datasets"]
     return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": meta("torchclass-data", "data"),
-        "spec": {
-            "backoffLimit": 3,
-            "ttlSecondsAfterFinished": 86400,
-            "template": {
-                "metadata": {"labels": {**LABEL_PART_OF, "app.kubernetes.io/component": "data"}},
-                "spec": {
-                    "restartPolicy": "OnFailure",
-                    "securityContext": {"fsGroup": 100, "runAsNonRoot": True,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "automountServiceAccountToken": False,
-                    "nodeSelector": tc["cpuPool"].get("nodeSelector") or {},
-                    "tolerations": tc["cpuPool"].get("tolerations") or [],
-                    "containers": [{
-                        "name": "stage",
-                        "image": image_ref(tc["images"]["cpu"]),
-                        "command": ["python", "-m", "torchclass_course.stage",
-                                    "--root", ds["mountPath"]],
-                        "securityContext": RESTRICTED_CONTAINER,
-                        "resources": {"requests": {"cpu": "500m", "memory": "2Gi"},
-                                      "limits": {"memory": "4Gi"}},
-                        "volumeMounts": [{"name": "datasets", "mountPath": ds["mountPath"]}],
-                    }],
-                    "volumes": [{"name": "datasets",
-                                 "persistentVolumeClaim": {"claimName": ds["claimName"]}}],
-                },
+        "backoffLimit": 3,
+        "ttlSecondsAfterFinished": 86400,
+        "template": {
+            "metadata": {"labels": {**LABEL_PART_OF, "app.kubernetes.io/component": "data"}},
+            "spec": {
+                "restartPolicy": "OnFailure",
+                "securityContext": {"fsGroup": 100, "runAsNonRoot": True,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "automountServiceAccountToken": False,
+                "nodeSelector": tc["cpuPool"].get("nodeSelector") or {},
+                "tolerations": tc["cpuPool"].get("tolerations") or [],
+                "containers": [{
+                    "name": "stage",
+                    "image": image_ref(tc["images"]["cpu"]),
+                    "command": ["python", "-m", "torchclass_course.stage",
+                                "--root", ds["mountPath"]],
+                    "securityContext": RESTRICTED_CONTAINER,
+                    "resources": {"requests": {"cpu": "500m", "memory": "2Gi"},
+                                  "limits": {"memory": "4Gi"}},
+                    "volumeMounts": [{"name": "datasets", "mountPath": ds["mountPath"]}],
+                }],
+                "volumes": [{"name": "datasets",
+                             "persistentVolumeClaim": {"claimName": ds["claimName"]}}],
             },
         },
     }
@@ -230,6 +303,9 @@ def formgrader(tc, course):
         "JUPYTERHUB_OAUTH_CALLBACK_URL": prefix + "oauth_callback",
         "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps([f"access:services!service={name}"]),
         "JUPYTERHUB_USER": f"grader-{cid}",
+        # The image's switch for the formgrader extension and the instructor's Lab settings.
+        "TORCHCLASS_ROLE": "instructor",
+        "JUPYTER_CONFIG_PATH": "/etc/jupyter/instructor",
         "PYTHONPATH": "/etc/torchclass/python",
         "TORCHCLASS_DATA": tc["datasets"]["mountPath"],
     }
@@ -385,6 +461,8 @@ def cuda_image_puller(tc):
                         "name": "pull-cuda-image",
                         "image": image_ref(tc["images"]["cuda"]),
                         "command": ["/bin/sh", "-c", "echo pulled"],
+                        # The CUDA image asks for every GPU by default; this pod needs none.
+                        "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}],
                         "securityContext": RESTRICTED_CONTAINER,
                         "resources": {"requests": {"cpu": "0", "memory": "0"}},
                     }],
@@ -399,10 +477,21 @@ def cuda_image_puller(tc):
     }
 
 
-def gpu_placeholders(tc):
+def placeholder_requests(values, resource):
+    """CPU and memory of the profile using `resource`, so a placeholder holds a whole seat."""
+    for profile in values["jupyterhub"]["singleuser"].get("profileList") or []:
+        override = profile.get("kubespawner_override", {})
+        if resource in override.get("extra_resource_limits", {}):
+            return {key: override[trait] for key, trait in
+                    (("cpu", "cpu_guarantee"), ("memory", "mem_guarantee")) if trait in override}
+    return {}
+
+
+def gpu_placeholders(tc, values):
     """Pods that hold GPUs so the next GPU student starts at once; any student pod preempts
     them (lower priority), and the cluster autoscaler sees their demand and adds a node."""
     ph = tc["gpuPlaceholders"]
+    requests = {**placeholder_requests(values, ph["resource"]), ph["resource"]: 1}
     labels = {**LABEL_PART_OF, "app.kubernetes.io/component": "gpu-placeholder"}
     priority = {
         "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
@@ -427,7 +516,7 @@ def gpu_placeholders(tc):
                     "containers": [{
                         "name": "pause", "image": image_ref(PAUSE),
                         "securityContext": PAUSE_CONTAINER,
-                        "resources": {"limits": {ph["resource"]: 1}},
+                        "resources": {"requests": requests, "limits": {ph["resource"]: 1}},
                     }],
                 },
             },
@@ -436,13 +525,29 @@ def gpu_placeholders(tc):
     return [priority, deployment]
 
 
-def render(values):
+def check_courses(values):
+    """Each course needs its hub service (the formgrader's token and route) and vice versa."""
     tc = torchclass_settings(values)
-    docs = [device_plugin_config(tc),
-            rwx_claim(tc["exchange"]["claimName"], "exchange", tc["exchange"]),
-            rwx_claim(tc["datasets"]["claimName"], "datasets", tc["datasets"]),
-            data_job(tc), data_job_policy(), cuda_image_puller(tc)]
-    docs += gpu_placeholders(tc)
+    courses = {f"formgrader-{c['id']}" for c in tc.get("courses", [])}
+    services = {name for name, spec in values["jupyterhub"]["hub"].get("services", {}).items()
+                if name.startswith("formgrader-") and spec is not None}
+    if courses != services:
+        raise ValuesError(
+            "courses and formgrader services disagree: courses want "
+            f"{sorted(courses)}, jupyterhub.hub.services has {sorted(services)}; add or remove "
+            "hub.services.formgrader-<id> with the course (k8s/README.md, 'Adding a course')")
+
+
+def render(values):
+    check_courses(values)
+    tc = torchclass_settings(values)
+    host_root = tc.get("singleNodeHostPath")
+    docs = rwx_claim(tc["exchange"]["claimName"], "exchange", tc["exchange"], host_root)
+    docs += rwx_claim(tc["datasets"]["claimName"], "datasets", tc["datasets"], host_root)
+    docs += [data_job(tc), data_job_policy()]
+    if tc.get("gpu"):
+        docs += [device_plugin_config(tc), cuda_image_puller(tc)]
+        docs += gpu_placeholders(tc, values)
     for course in tc.get("courses", []):
         docs += formgrader(tc, course)
     return docs
@@ -466,18 +571,27 @@ def dump_all(docs):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["values", "manifests"])
+    parser.add_argument("what", choices=["values", "manifests", "classroom"],
+                        help="classroom: only the layer made from --classroom")
     parser.add_argument("--site", help="the site's values file (layer 3)")
     parser.add_argument("--no-gpu", action="store_true", help="leave out k8s/values/gpu.yaml")
+    parser.add_argument("--classroom", help="the classroom file (hub/classroom.yaml)")
     parser.add_argument("--out", help="write here instead of stdout")
     args = parser.parse_args(argv)
     try:
-        values = load_values(args.site, gpu=not args.no_gpu)
+        if args.what == "classroom":
+            if not args.classroom:
+                parser.error("classroom needs --classroom FILE")
+            below = load_values(gpu=not args.no_gpu)
+            text = yaml.dump(classroom_values(args.classroom, below), Dumper=_BlockDumper,
+                             sort_keys=False)
+        else:
+            values = load_values(args.site, gpu=not args.no_gpu, classroom=args.classroom)
+            text = (yaml.dump(values, Dumper=_BlockDumper, sort_keys=False)
+                    if args.what == "values" else dump_all(render(values)))
     except ValuesError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    text = (yaml.safe_dump(values, sort_keys=False) if args.what == "values"
-            else dump_all(render(values)))
     if args.out:
         Path(args.out).write_text(text)
     else:

@@ -59,10 +59,17 @@ class Source:
 SOURCES: dict[str, Source] = {}
 
 
+_HINTED: set[str] = set()
+
+
 def _report(loader: str, source: Source, hint: str = "") -> Source:
     SOURCES[loader] = source
     line = f"[torchclass] {loader}: {source.name} ({source.kind}, {source.location})"
-    print(line + (f"\n[torchclass]   {hint}" if hint else ""))
+    # The source line every time (it can change between calls); the advice once per session.
+    if hint and loader not in _HINTED:
+        _HINTED.add(loader)
+        line += f"\n[torchclass]   {hint}"
+    print(line)
     return source
 
 

@@ -20,6 +20,30 @@ from pathlib import Path
 VENV = Path(os.environ.get("TORCHCLASS_VENV", "/opt/torchclass"))
 
 
+# nbgrader's feedback shows the autograded notebook, hidden tests included. Students get it
+# without them: the hidden lines are cut (ClearHiddenTests) and, since a failing hidden check's
+# traceback would quote its line, errors in those cells keep only the exception and message.
+_FEEDBACK_CONFIG = """
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor, Preprocessor
+from nbgrader.preprocessors import ClearHiddenTests, GetGrades
+
+
+class HideHiddenTestErrors(Preprocessor):
+    enabled = True
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "code" and "### BEGIN HIDDEN TESTS" in cell.source:
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "error":
+                    out["traceback"] = [out["ename"] + ": " + out["evalue"]]
+        return cell, resources
+
+
+c.GenerateFeedback.preprocessors = [
+    GetGrades, HideHiddenTestErrors, ClearHiddenTests, CSSHTMLHeaderPreprocessor]
+"""
+
+
 class CourseError(RuntimeError):
     """An nbgrader command failed; the message carries its output."""
 
@@ -44,7 +68,7 @@ class Course:
     timeout: int = 60          # seconds per cell when autograding
 
     @classmethod
-    def from_classroom(cls, classroom) -> "Course":
+    def from_classroom(cls, classroom) -> Course:
         grader = classroom.grader if os.geteuid() == 0 else None
         return cls(classroom.course_dir, classroom.course_id, classroom.exchange_dir, grader)
 
@@ -60,8 +84,7 @@ class Course:
             f"c.CourseDirectory.course_id = {self.course_id!r}\n"
             f"c.Exchange.root = {str(self.exchange)!r}\n"
             f"c.ExecutePreprocessor.timeout = {self.timeout}\n"
-            # A student who edits a locked test cell gets it put back before grading.
-            "c.ClearSolutions.enforce_metadata = True\n"
+            + _FEEDBACK_CONFIG
         )
 
     def _chown(self, path: Path) -> None:
@@ -99,7 +122,7 @@ class Course:
         # The grader has no personal Jupyter config; read only the course's nbgrader_config.py.
         env.pop("JUPYTER_CONFIG_PATH", None)
         cmd = [str(VENV / "bin" / "nbgrader"), *args]
-        proc = subprocess.run(cmd, cwd=self.root, env=env, preexec_fn=preexec,
+        proc = subprocess.run(cmd, check=False, cwd=self.root, env=env, preexec_fn=preexec,
                               capture_output=True, text=True)
         if check and proc.returncode != 0:
             raise CourseError(f"`nbgrader {' '.join(args)}` failed in {self.root} "
@@ -160,7 +183,7 @@ class Course:
             "print(json.dumps({'scores': out, 'max': maxes}))\n"
         )
         preexec = _demote(self.grader) if self.grader and os.geteuid() == 0 else None
-        proc = subprocess.run([str(VENV / "bin" / "python"), "-c", code, str(self.gradebook)],
+        proc = subprocess.run([str(VENV / "bin" / "python"), "-c", code, str(self.gradebook)], check=False,
                               preexec_fn=preexec, capture_output=True, text=True, cwd=self.root)
         if proc.returncode != 0:
             raise CourseError(f"reading {self.gradebook} failed:\n{proc.stderr}")

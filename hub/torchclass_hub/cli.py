@@ -29,6 +29,11 @@ from .config import HUB_DIR, REPO, VENV, Classroom, ConfigError
 
 
 def _alive(pid: int) -> bool:
+    try:  # a hub started by this very process is a zombie until reaped
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -57,6 +62,15 @@ def port_busy(ip: str, port: int) -> bool:
     return False
 
 
+def psutil_error():
+    try:
+        import psutil
+
+        return psutil.Error
+    except ImportError:
+        return OSError
+
+
 def _who_listens(port: int) -> str:
     try:
         import psutil
@@ -65,31 +79,41 @@ def _who_listens(port: int) -> str:
             if conn.status == "LISTEN" and conn.laddr.port == port and conn.pid:
                 p = psutil.Process(conn.pid)
                 return f" by pid {conn.pid} ({' '.join(p.cmdline())[:80]})"
-    except Exception:  # noqa: BLE001 - only decorates the message
-        pass
+    except (ImportError, OSError, psutil_error()):
+        return ""  # only decorates the message
     return ""
 
 
 def _reap_leftovers(classroom: Classroom) -> None:
-    """After a hub was killed (kill -9, power cut), its formgrader service keeps the port.
-    Stop it; users' servers are left running: the new hub adopts them from its database."""
-    ports_file = classroom.state_dir / "ports.json"
-    if not ports_file.exists():
-        return
-    port = json.loads(ports_file.read_text()).get("formgrader")
+    """After a hub was killed (kill -9, power cut), its proxy and formgrader service keep
+    running and hold their ports. Stop them; users' servers are left running: the new hub
+    adopts them from its database."""
     try:
         import psutil
     except ImportError:
         return
-    for conn in psutil.net_connections("tcp"):
-        if conn.status == "LISTEN" and conn.laddr.port == port and conn.pid:
-            p = psutil.Process(conn.pid)
-            if any("jupyterhub-singleuser" in part for part in p.cmdline()):
+    stale = []
+    proxy_pid = classroom.state_dir / "jupyterhub-proxy.pid"
+    try:
+        stale.append((int(proxy_pid.read_text().strip()), "configurable-http-proxy"))
+    except (FileNotFoundError, ValueError):
+        pass
+    ports_file = classroom.state_dir / "ports.json"
+    if ports_file.exists():
+        port = json.loads(ports_file.read_text()).get("formgrader")
+        stale += [(c.pid, "jupyterhub-singleuser") for c in psutil.net_connections("tcp")
+                  if c.status == "LISTEN" and c.laddr.port == port and c.pid]
+    for pid, marker in stale:
+        try:
+            p = psutil.Process(pid)
+            if any(marker in part for part in p.cmdline()):
                 p.terminate()
                 try:
                     p.wait(10)
                 except psutil.TimeoutExpired:
                     p.kill()
+        except psutil.NoSuchProcess:
+            continue
 
 
 def _health(url: str) -> bool:
@@ -166,10 +190,6 @@ def down(classroom: Classroom, timeout: float = 60, log=print) -> int:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _alive(pid):
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         time.sleep(0.2)
     if _alive(pid):
         os.killpg(pid, signal.SIGKILL)

@@ -72,7 +72,7 @@ def _explain(err: jsonschema.ValidationError, source: str) -> str:
                 f"got {type(err.instance).__name__} {err.instance!r}. "
                 f"Fix: {node.get('description', 'see hub/README.md')}")
     if err.validator == "required":
-        missing = [k for k in err.validator_value if k not in err.instance][0]
+        missing = next(k for k in err.validator_value if k not in err.instance)
         desc = _subschema([*err.absolute_path, missing]).get("description", "")
         full = f"{where}.{missing}" if err.absolute_path else missing
         return f"{source}: missing required key '{full}'. Fix: add it ({desc})"
@@ -233,6 +233,10 @@ def load(path: str | os.PathLike | None = None, env: dict | None = None) -> Clas
         raise ConfigError(f"{source}: key 'students' repeats instructor(s) {', '.join(both)}. "
                           "Fix: list each person once, under instructors or students.")
     settings = _merge(_defaults(schema()), raw)
+    for section in ("oauth", "lti13"):
+        if section in settings["auth"]:
+            node = schema()["properties"]["auth"]["properties"][section]
+            settings["auth"][section] = _merge(_defaults(node), settings["auth"][section])
     hub = settings["hub"]
     if env.get("TORCHCLASS_PORT"):
         try:

@@ -6,7 +6,6 @@ import json
 import socket
 from pathlib import Path
 
-from . import auth, spawners
 from .config import VENV, Classroom
 
 
@@ -43,6 +42,9 @@ def single_user_env(classroom: Classroom) -> dict[str, str]:
 
 
 def apply(c, classroom: Classroom) -> None:
+    # Imported here: they pull in JupyterHub, which the CLI's quick paths do not need.
+    from . import auth, spawners
+
     state = classroom.state_dir
     ports = internal_ports(classroom)
     c.JupyterHub.bind_url = f"http://{classroom.ip}:{classroom.port}/"

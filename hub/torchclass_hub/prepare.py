@@ -15,7 +15,7 @@ from pathlib import Path
 from torchclass_grading.course import Course
 
 from . import accounts
-from .config import REPO, Classroom, ConfigError, stage_projects
+from .config import REPO, Classroom, stage_projects
 
 STUDENT_LAB_DISABLED = [
     # Instructor tools: students keep only the assignment list (and validate button).
@@ -57,6 +57,9 @@ def course_library(classroom: Classroom) -> None:
         shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
         for p in [dest, *dest.rglob("*")]:
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    exchange_module = classroom.lib_dir / "torchclass_exchange.py"
+    shutil.copyfile(Path(__file__).with_name("student_exchange.py"), exchange_module)
+    os.chmod(exchange_module, 0o644)
 
 
 def student_config(classroom: Classroom) -> None:
@@ -68,6 +71,8 @@ def student_config(classroom: Classroom) -> None:
         "c = get_config()  # noqa: F821\n"
         f"c.CourseDirectory.course_id = {classroom.course_id!r}\n"
         f"c.Exchange.root = {str(classroom.exchange_dir)!r}\n"
+        # Submission folders others cannot write into (see torchclass_hub/student_exchange.py).
+        "c.ExchangeFactory.submit = 'torchclass_exchange.PrivateSubmit'\n"
     )
     (etc / "jupyter_server_config.json").write_text(json.dumps({
         "ServerApp": {"jpserver_extensions": {"nbgrader.server_extensions.formgrader": False,
@@ -108,20 +113,20 @@ def grader_account(classroom: Classroom) -> None:
 def course(classroom: Classroom) -> Course:
     c = Course.from_classroom(classroom)
     c.setup()
-    projects = stage_projects(classroom)
-    missing = [a for a in classroom["assignments"] if a not in projects]
-    if missing:
-        raise ConfigError(
-            f"{classroom.source}: key 'assignments' names {', '.join(missing)}, which has no "
-            f"course/stage*/projects/<id>/<id>.ipynb. Fix: remove it or add the notebook "
-            f"(found: {', '.join(projects) or 'none'}).")
     return c
 
 
-def release(classroom: Classroom, c: Course) -> list[str]:
+def release(classroom: Classroom, c: Course, log=print) -> list[str]:
+    """Release every listed assignment not yet released. One that is not in the checkout is
+    reported, not fatal: the classroom still starts with the others."""
     projects = stage_projects(classroom)
     done = []
     for a in classroom["assignments"]:
+        if a not in projects:
+            log(f"warning: {classroom.source}: key 'assignments' names {a!r}, but there is no "
+                f"course/stage*/projects/{a}/{a}.ipynb (found: {', '.join(projects) or 'none'}). "
+                "Fix: add the notebook or remove the entry; it was not released.")
+            continue
         if a not in c.released():
             c.add_source(a, projects[a])
             if c.release(a):
@@ -139,7 +144,7 @@ def everything(classroom: Classroom, log=print) -> dict:
     student_config(classroom)
     c = course(classroom)
     exchange(classroom)
-    released = release(classroom, c)
+    released = release(classroom, c, log)
     if new_users:
         log(f"New accounts: {', '.join(new_users)} (passwords in {classroom.password_file})")
     if released:

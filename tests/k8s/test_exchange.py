@@ -39,6 +39,7 @@ def classroom(tmp_path, z2jh_defaults):
     policy = exec_hub_policy(Config(), sub)
     tc = sub["custom"]["torchclass"]
     volume = tmp_path / "exchange-volume"
+    volume.mkdir()
     return policy, tc, volume, tmp_path
 
 
@@ -56,19 +57,25 @@ def student_view(policy, tc, volume, tmp_path, name):
     return view / tc["exchange"]["mountPath"].lstrip("/"), home
 
 
-def student_config(exchange_root, home):
+def student_config(exchange_root, home, monkeypatch):
+    """The students' nbgrader config shipped in the values, run with the environment the hub
+    policy gives their pods (exchange root moved to this test's view of it)."""
+    monkeypatch.setenv("NBGRADER_EXCHANGE", str(exchange_root))
+    monkeypatch.setenv("TORCHCLASS_COURSES", COURSE)
+    source = render.load_values()["jupyterhub"]["singleuser"]["extraFiles"]["nbgrader-config"]
     cfg = Config()
-    cfg.Exchange.root = str(exchange_root)
+    exec(source["stringData"], {"get_config": lambda: cfg})  # noqa: S102 - as nbgrader does
+    assert cfg.CourseDirectory.course_id == COURSE
     cfg.Exchange.assignment_dir = str(home)
     cfg.Exchange.cache = str(home / ".nbgrader-cache")
     return cfg
 
 
-def as_student(cls, exchange_root, home, name, **traits):
+def as_student(cls, exchange_root, home, name, monkeypatch, **traits):
     from nbgrader.auth import Authenticator
     from nbgrader.coursedir import CourseDirectory
 
-    cfg = student_config(exchange_root, home)
+    cfg = student_config(exchange_root, home, monkeypatch)
     coursedir = CourseDirectory(config=cfg, root=str(home), course_id=COURSE,
                                 assignment_id=ASSIGNMENT, student_id=name)
     app = cls(coursedir=coursedir, authenticator=Authenticator(config=cfg), config=cfg)
@@ -113,19 +120,19 @@ def test_students_see_only_their_own_submissions(classroom, monkeypatch):
 
     answers = {"ana": "return 2 * x", "ben": "return x + x + 0"}
     for name, (root, home) in views.items():
-        as_student(ExchangeFetchAssignment, root, home, name)
+        as_student(ExchangeFetchAssignment, root, home, name, monkeypatch)
         path = home / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
         nb = nbformat.read(path, as_version=4)
         nb.cells[0].source = nb.cells[0].source.replace(
             "# YOUR CODE HERE\n    raise NotImplementedError()", answers[name])
         nbformat.write(nb, path)
-        as_student(ExchangeSubmit, root, home, name)
+        as_student(ExchangeSubmit, root, home, name, monkeypatch)
 
     # Each pod's inbound holds only its own student's submission.
     for name, (root, home) in views.items():
         listed = os.listdir(root / COURSE / "inbound")
         assert len(listed) == 1 and listed[0].startswith(f"{name}+{ASSIGNMENT}+"), listed
-        mine = as_student(ExchangeList, root, home, name, inbound=True)
+        mine = as_student(ExchangeList, root, home, name, monkeypatch, inbound=True)
         assert {a["student_id"] for a in mine} == {name}
 
     # Ben forges a newer submission in Ana's name; his folder names him, so it is refused.
@@ -148,7 +155,7 @@ def test_students_see_only_their_own_submissions(classroom, monkeypatch):
     assert len(list((volume / COURSE / "students/ana/feedback").glob("*.html"))) == 1
     assert os.listdir(views["ben"][0] / COURSE / "feedback") == []
     root, home = views["ana"]
-    as_student(ExchangeFetchFeedback, root, home, "ana")
+    as_student(ExchangeFetchFeedback, root, home, "ana", monkeypatch)
     fetched = list((home / ASSIGNMENT / "feedback").rglob("*.html"))
     assert len(fetched) == 1 and "double" in fetched[0].read_text()
 

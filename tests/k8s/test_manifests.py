@@ -67,6 +67,16 @@ def test_time_slicing_config(docs):
     assert yaml.safe_load(cm["data"]["torchclass-mig"])["flags"]["migStrategy"] == "mixed"
 
 
+def test_no_gpu_objects_without_the_gpu_layer():
+    docs = render.render(render.load_values(gpu=False))
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("ConfigMap", "torchclass-device-plugin") not in kinds
+    assert not [k for k in kinds if k[0] in ("DaemonSet", "PriorityClass")]
+    assert ("Deployment", "formgrader-torchclass") in kinds
+    for doc in docs:
+        validate_strict(doc)
+
+
 def test_replicas_follow_the_values(tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text("jupyterhub: {custom: {torchclass: {gpuSharing: {replicas: 8}}}}\n")
@@ -76,26 +86,51 @@ def test_replicas_follow_the_values(tmp_path):
     assert shared["sharing"]["timeSlicing"]["resources"][0]["replicas"] == 8
 
 
-def test_volumes_and_data_job(docs):
+def test_volumes_and_data_job(docs, tmp_path):
     claims = {d["metadata"]["name"]: d for d in by_kind(docs, "PersistentVolumeClaim")}
     for name in ("torchclass-exchange", "torchclass-datasets"):
         assert claims[name]["spec"]["accessModes"] == ["ReadWriteMany"]
         assert claims[name]["spec"]["storageClassName"] == "nfs-client"
         assert claims[name]["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    (job,) = by_kind(docs, "Job", "torchclass-data")
+    (job,) = by_kind(docs, "Job")
+    assert job["metadata"]["name"].startswith("torchclass-data-")
     (stage,) = pod_spec(job)["containers"]
     assert stage["command"][:3] == ["python", "-m", "torchclass_course.stage"]
     assert stage["command"][-1] == "/srv/torchclass/data"
     assert stage["image"] == "registry.example.edu/torchclass/notebook:0.1.0"
+    # A changed spec (a new image) gets a new name, as a Job's template is immutable.
+    site = tmp_path / "site.yaml"
+    site.write_text("jupyterhub: {custom: {torchclass: {images: {cpu: {tag: '0.2.0'}}}}}\n")
+    (newer,) = by_kind(render.render(render.load_values(site=site)), "Job")
+    assert newer["metadata"]["name"] != job["metadata"]["name"]
     # The Job is the only writer of the datasets volume.
     assert [v["persistentVolumeClaim"] for v in pod_spec(job)["volumes"]] == [
         {"claimName": "torchclass-datasets"}]
 
 
+def test_single_node_host_path(tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text("jupyterhub: {custom: {torchclass: {singleNodeHostPath: /srv/torchclass}}}\n")
+    docs = render.render(render.load_values(site=site))
+    volumes = {d["metadata"]["name"]: d for d in by_kind(docs, "PersistentVolume")}
+    assert volumes["torchclass-exchange"]["spec"]["hostPath"]["path"] == "/srv/torchclass/exchange"
+    assert volumes["torchclass-datasets"]["spec"]["hostPath"]["path"] == "/srv/torchclass/datasets"
+    (claim,) = by_kind(docs, "PersistentVolumeClaim", "torchclass-exchange")
+    assert claim["spec"]["volumeName"] == "torchclass-exchange"
+    assert claim["spec"]["storageClassName"] == ""
+    for doc in docs:
+        if doc["kind"] in ("PersistentVolume", "PersistentVolumeClaim"):
+            validate_strict(doc)
+
+
 def test_formgrader_per_course(tmp_path):
     site = tmp_path / "site.yaml"
-    site.write_text(yaml.safe_dump({"jupyterhub": {"custom": {"torchclass": {"courses": [
-        {"id": "deep1", "instructors": ["ada"]}, {"id": "deep2", "instructors": ["bob"]}]}}}}))
+    services = {f"formgrader-{c}": {"url": f"http://formgrader-{c}:8888"}
+                for c in ("deep1", "deep2")}
+    site.write_text(yaml.safe_dump({"jupyterhub": {
+        "custom": {"torchclass": {"courses": [
+            {"id": "deep1", "instructors": ["ada"]}, {"id": "deep2", "instructors": ["bob"]}]}},
+        "hub": {"services": {"formgrader-torchclass": None, **services}}}}))
     docs = render.render(render.load_values(site=site))
     for cid in ("deep1", "deep2"):
         (dep,) = by_kind(docs, "Deployment", f"formgrader-{cid}")
@@ -115,6 +150,13 @@ def test_formgrader_per_course(tmp_path):
                 validate_strict(doc)
 
 
+def test_course_without_service_is_refused(tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text("jupyterhub: {custom: {torchclass: {courses: [{id: deep3}]}}}\n")
+    with pytest.raises(render.ValuesError, match=r"formgrader-deep3.*formgrader-torchclass"):
+        render.render(render.load_values(site=site))
+
+
 def test_network_policies(docs):
     (fg,) = by_kind(docs, "NetworkPolicy", "formgrader-torchclass")
     (rule,) = fg["spec"]["ingress"]
@@ -130,10 +172,13 @@ def test_gpu_pool_objects(docs):
     (puller,) = by_kind(docs, "DaemonSet", "torchclass-cuda-image-puller")
     spec = pod_spec(puller)
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-    assert spec["initContainers"][0]["image"].endswith("notebook-cuda:0.1.0")
+    assert spec["initContainers"][0]["image"].endswith("torchclass/notebook:0.1.0-cuda")
     (ph,) = by_kind(docs, "Deployment", "torchclass-gpu-placeholder")
     assert ph["spec"]["replicas"] == 1
-    assert pod_spec(ph)["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    resources = pod_spec(ph)["containers"][0]["resources"]
+    assert resources["limits"] == {"nvidia.com/gpu": 1}
+    # It holds a whole-GPU student's seat: the GPU and that profile's CPU and memory.
+    assert resources["requests"] == {"cpu": 6, "memory": "48G", "nvidia.com/gpu": 1}
     assert pod_spec(ph)["priorityClassName"] == "torchclass-gpu-placeholder"
     (prio,) = by_kind(docs, "PriorityClass")
     assert prio["value"] < 0

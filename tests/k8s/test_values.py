@@ -26,8 +26,12 @@ def schema_errors(schema, sub):
             for e in validator.iter_errors(sub)]
 
 
-@pytest.mark.parametrize("site,gpu", [(None, False), (None, True), (SITE, True)],
-                         ids=["base", "base+gpu", "base+gpu+site"])
+LIVE_SITE = REPO / "tests/k8s/live/site-k3s.yaml"
+
+
+@pytest.mark.parametrize("site,gpu", [(None, False), (None, True), (SITE, True),
+                                      (LIVE_SITE, False)],
+                         ids=["base", "base+gpu", "base+gpu+site", "live-k3s"])
 def test_layers_validate_against_chart_schema(schema, z2jh_defaults, site, gpu):
     values = render.load_values(site=site, gpu=gpu)
     sub = render.subchart_values(values, z2jh_defaults)
@@ -57,6 +61,14 @@ def test_layer_order_later_wins_lists_replace(z2jh_defaults, tmp_path):
     assert "timeout" not in sub["cull"]  # null deletes, as in Helm
 
 
+def test_default_image_is_the_cpu_image(merged):
+    # z2jh's singleuser.image (default server, chart's pre-puller) and torchclass's own setting
+    # (Job, formgrader, profiles) must name the same image in every shipped layer.
+    _, sub = merged
+    assert sub["singleuser"]["image"] == {
+        **sub["custom"]["torchclass"]["images"]["cpu"], "pullPolicy": None, "pullSecrets": []}
+
+
 def test_hub_files_come_from_the_repository(merged):
     values, _ = merged
     hub_file = values["jupyterhub"]["hub"]["extraFiles"]["torchclass-k8s"]
@@ -81,7 +93,8 @@ def walk(node, path=()):
 
 
 @pytest.mark.parametrize("path", ["k8s/chart/values.yaml", "k8s/values/gpu.yaml",
-                                  "k8s/values/site.example.yaml"])
+                                  "k8s/values/site.example.yaml",
+                                  "tests/k8s/live/site-k3s.yaml"])
 def test_no_secret_in_values(path):
     doc = yaml.safe_load((REPO / path).read_text())
     leaks = [".".join(p) for p, value in walk(doc)

@@ -1,0 +1,203 @@
+"""The classroom end to end against real services: JupyterHub, real Unix users, nbgrader.
+
+One hub serves the whole module (starting it costs ~30 s); tests that change it (the crash test)
+leave it running again. Students s1/s2/s3 submit the solution, the untouched release and a
+half-right notebook of a Stage 1 project (or the fixture assignment when Stage 1 is absent).
+"""
+
+import csv
+import html
+import os
+import re
+import signal
+import time
+
+import pytest
+import requests
+import submissions
+from classroom_fixture import assignment_under_test
+from hubclient import HubClient
+from torchclass_hub import config
+
+pytestmark = [pytest.mark.hub, pytest.mark.timeout(600), pytest.mark.xdist_group("classroom")]
+
+MEMBERS = ["solution", "untouched", "partial"]
+
+
+def _login(room, user) -> HubClient:
+    client = HubClient(room.url, user)
+    r = client.login(room.passwords()[user])
+    assert r.status_code == 302, f"login of {user} failed: {r.status_code} {r.text[:300]}"
+    assert client.logged_in()
+    return client
+
+
+@pytest.fixture(scope="module")
+def graded(classroom):
+    """Each student logs in, starts a server, fetches, writes their member and submits; the
+    instructor collects, autogrades and returns feedback. Done once per classroom: xdist may
+    tear module fixtures down between batches, and a second submission would change the
+    state the tests check."""
+    if getattr(classroom, "graded", None) is None:
+        classroom.graded = _submit_and_grade(classroom)
+    return classroom.graded
+
+
+def _submit_and_grade(classroom):
+    aid = assignment_under_test()
+    adir = config.stage_projects(classroom.classroom)[aid]
+    family = submissions.family(adir)
+    clients = {}
+    for student, member in zip(classroom.students, MEMBERS):
+        c = _login(classroom, student)
+        c.start_server()
+        listed = c.assignments(classroom.course_id)
+        assert [a["assignment_id"] for a in listed if a["status"] == "released"] == [aid]
+        statuses = c.assignment_action("fetch", classroom.course_id, aid)["value"]
+        assert [a["status"] for a in statuses if a["assignment_id"] == aid] == ["fetched"]
+        r = c.get_file(f"{aid}/{aid}.ipynb")
+        r.raise_for_status()
+        release = r.json()["content"]
+        c.put_notebook(f"{aid}/{aid}.ipynb", submissions.build(member, release, adir))
+        value = c.assignment_action("submit", classroom.course_id, aid)["value"]
+        assert "submitted" in [a["status"] for a in value]
+        clients[student] = c
+    course = classroom.course
+    t0 = time.monotonic()
+    course.collect(aid)
+    course.autograde(aid)
+    course.feedback(aid)
+    print(f"collect + autograde + feedback of 3 submissions: {time.monotonic() - t0:.1f} s")
+    expected = {s: family["submissions"][m]["score"]
+                for s, m in zip(classroom.students, MEMBERS)}
+    return {"aid": aid, "dir": adir, "clients": clients, "expected": expected,
+            "release": release, "max": family["max_score"]}
+
+
+def test_wrong_password_is_refused(classroom):
+    client = HubClient(classroom.url, classroom.students[0])
+    r = client.login("not-the-password")
+    assert r.status_code == 403
+    assert not client.logged_in()
+
+
+def test_gradebook_scores_solution_untouched_and_partial(classroom, graded):
+    scores = classroom.course.scores()
+    got = {s: scores[s][graded["aid"]] for s in classroom.students}
+    assert got == pytest.approx(graded["expected"])
+    assert got[classroom.students[0]] == graded["max"]
+    assert got[classroom.students[1]] == 0
+
+
+def test_feedback_reaches_student_without_hidden_tests(classroom, graded):
+    aid, student = graded["aid"], classroom.students[2]
+    client = graded["clients"][student]
+    client.assignment_action("fetch_feedback", classroom.course_id, aid)
+    r = client.get_file(f"{aid}/feedback")
+    r.raise_for_status()
+    (stamp,) = [e["name"] for e in r.json()["content"]]
+    r = client.server("GET", f"files/{aid}/feedback/{stamp}/{aid}.html")
+    r.raise_for_status()
+    page = html.unescape(re.sub(r"<[^>]+>", "", r.text))
+    score, top = graded["expected"][student], graded["max"]
+    # The score the gradebook holds, as the feedback shows it ("5.0 / 10.0").
+    assert re.search(rf"\b{score:g}(\.0+)?\s*/\s*{top:g}(\.0+)?\b", page), page[:2000]
+    release_text = "".join("".join(c["source"]) for c in graded["release"]["cells"])
+    hidden = [ln for ln in submissions.hidden_test_lines(graded["dir"]) if ln not in release_text]
+    assert hidden, "the assignment has hidden tests to look for"
+    leaked = [ln for ln in hidden if ln in page]
+    assert not leaked and "HIDDEN TESTS" not in page, f"hidden test code in feedback: {leaked}"
+
+
+def test_csv_export_has_one_row_per_student(classroom, graded, tmp_path):
+    out = classroom.course.export_csv(tmp_path / "grades.csv")
+    rows = list(csv.DictReader(out.open()))
+    assert sorted(r["student_id"] for r in rows) == sorted(classroom.students)
+    for row in rows:
+        assert float(row["total"]) == pytest.approx(graded["expected"][row["student_id"]])
+        assert float(row["max_total"]) == graded["max"]
+
+
+def test_student_cannot_use_another_students_server_or_the_formgrader(classroom, graded):
+    a, b = classroom.students[:2]
+    intruder = graded["clients"][b]
+    r = intruder.s.get(f"{classroom.url}user/{a}/lab", timeout=30)
+    assert r.status_code == 403
+    r = intruder.s.get(f"{classroom.url}user/{a}/api/contents", timeout=30)
+    assert r.status_code == 403
+    assert intruder.api("POST", f"users/{a}/server").status_code in (403, 404)
+    assert intruder.api("GET", f"users/{a}").status_code in (403, 404)
+    r = intruder.s.get(f"{classroom.url}services/formgrader-{classroom.course_id}/formgrader",
+                       timeout=60)
+    assert r.status_code == 403
+
+
+def test_instructor_opens_the_formgrader(classroom):
+    teacher = _login(classroom, classroom.instructor)
+    base = f"{classroom.url}services/formgrader-{classroom.course_id}/"
+    r = teacher.s.get(base + "formgrader", timeout=60)
+    assert r.status_code == 200 and "formgrader" in r.url
+    r = teacher.s.get(base + "formgrader/api/assignments", timeout=60)
+    assert r.status_code == 200
+    assert assignment_under_test() in [a["name"] for a in r.json()]
+
+
+def test_anonymous_gets_the_login_page_or_403(classroom):
+    anon = requests.Session()
+    for path in ("hub/home", f"user/{classroom.students[0]}/lab",
+                 f"services/formgrader-{classroom.course_id}/formgrader"):
+        r = anon.get(classroom.url + path, timeout=30)
+        assert r.status_code == 403 or "/hub/login" in r.url, (path, r.status_code, r.url)
+        if r.status_code == 200:
+            assert 'name="password"' in r.text
+    assert anon.get(classroom.url + f"hub/api/users/{classroom.students[0]}",
+                    timeout=30).status_code == 403
+
+
+def test_students_cannot_read_or_overwrite_each_others_files_and_submissions(classroom, graded):
+    a, b = classroom.students[:2]
+    inbound = classroom.classroom.exchange_dir / classroom.course_id / "inbound"
+    home_a = os.path.expanduser(f"~{a}")
+    # Homes are private.
+    assert classroom.as_user(b, "ls", home_a).returncode != 0
+    assert classroom.as_user(b, "cat", f"{home_a}/{graded['aid']}/{graded['aid']}.ipynb"
+                             ).returncode != 0
+    # The inbound cannot be listed, so others' submission names (with a random part) stay secret.
+    assert classroom.as_user(b, "ls", str(inbound)).returncode != 0
+    # Even knowing the name, b can neither replace a's notebook nor move a's submission away.
+    (sub_a,) = [p for p in inbound.iterdir() if p.name.startswith(f"{a}+")]
+    nb_a = sub_a / f"{graded['aid']}.ipynb"
+    assert classroom.as_user(b, "sh", "-c", f"echo x > '{nb_a}'").returncode != 0
+    assert classroom.as_user(b, "rm", "-f", str(nb_a)).returncode != 0
+    assert nb_a.exists()
+    assert classroom.as_user(b, "touch", str(sub_a / "extra.ipynb")).returncode != 0
+    assert classroom.as_user(b, "mv", str(sub_a), str(inbound / "stolen")).returncode != 0
+    assert classroom.as_user(b, "rm", "-rf", str(sub_a)).returncode != 0 or sub_a.exists()
+    assert sub_a.exists()
+    # Nor read the course dir (solutions, gradebook).
+    assert classroom.as_user(b, "ls", str(classroom.classroom.course_dir)).returncode != 0
+
+
+def test_hub_killed_and_restarted_loses_nothing(classroom, graded):
+    """kill -9 the hub; `up` again: same accounts and passwords, submissions, grades."""
+    pid = classroom.hub_pid()
+    before_passwords = classroom.classroom.password_file.read_text()
+    before_scores = classroom.course.scores()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while classroom.hub_pid() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert classroom.hub_pid() is None
+    classroom.up()
+    assert classroom.hub_pid() != pid
+    assert classroom.classroom.password_file.read_text() == before_passwords
+    assert classroom.course.scores() == before_scores
+    inbound = classroom.classroom.exchange_dir / classroom.course_id / "inbound"
+    assert len([p for p in inbound.iterdir()]) == len(classroom.students)
+    # The student's server survived the crash and is adopted; login still works.
+    client = _login(classroom, classroom.students[0])
+    user = client.api("GET", f"users/{classroom.students[0]}").json()
+    assert user["servers"][""]["ready"]
+    client.s.get(client.server_url("lab"), timeout=60).raise_for_status()
+    r = client.get_file(f"{graded['aid']}/{graded['aid']}.ipynb")
+    assert r.status_code == 200

@@ -1,0 +1,129 @@
+"""The classroom file: its schema, and bad files stopping `up` before anything starts."""
+
+import json
+import socket
+
+import jsonschema
+import pytest
+import yaml
+from classroom_fixture import REPO
+from torchclass_hub import cli, config
+
+pytestmark = pytest.mark.hub
+
+
+def test_schema_is_a_valid_schema_with_a_description_on_every_key():
+    schema = config.schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    missing, open_objects = [], []
+
+    def walk(node, where):
+        if node.get("type") == "object":
+            if node.get("additionalProperties") is not False:
+                open_objects.append(where)
+            for key, sub in node.get("properties", {}).items():
+                if "description" not in sub:
+                    missing.append(f"{where}.{key}")
+                walk(sub, f"{where}.{key}")
+        if "items" in node:
+            walk(node["items"], f"{where}[]")
+
+    walk(schema, "")
+    for name, sub in schema["$defs"].items():
+        if "description" not in sub:
+            missing.append(f"$defs.{name}")
+    assert not missing, f"keys without a description: {missing}"
+    assert not open_objects, f"objects that accept unknown keys: {open_objects}"
+
+
+def test_shipped_classroom_file_is_valid():
+    room = config.load(config.DEFAULT_CLASSROOM, env={})
+    assert room.instructors and room.students
+    assert room.port == 8000 and room.ip == "127.0.0.1"
+
+
+def test_port_override_from_environment():
+    room = config.load(config.DEFAULT_CLASSROOM, env={"TORCHCLASS_PORT": "8123"})
+    assert room.port == 8123
+
+
+def test_readme_reference_matches_schema():
+    from torchclass_hub.cli import schema_docs
+
+    assert schema_docs() in (REPO / "hub" / "README.md").read_text()
+
+
+GOOD = {"course_id": "demo", "instructors": ["teacher"], "students": ["alice", "bob"]}
+
+BAD = [
+    ({**GOOD, "studnets": ["carol"]}, ["studnets", "did you mean 'students'"]),
+    ({**GOOD, "hub": {"port": "eighty"}}, ["hub.port", "integer", "Fix:"]),
+    ({**GOOD, "students": ["alice", "bob", "alice"]}, ["students", "'alice'", "more than once"]),
+    ({**GOOD, "students": ["teacher"]}, ["students", "teacher", "Fix:"]),
+    ({**GOOD, "auth": {"type": "ldap"}}, ["auth.type", "local, oauth, lti13"]),
+    ({**GOOD, "auth": {"type": "oauth"}}, ["auth.oauth", "missing"]),
+    ({"instructors": ["teacher"]}, ["course_id", "missing required key"]),
+    ({**GOOD, "hub": {"port": 8000, "bogus": 1}}, ["hub.bogus", "unknown key"]),
+]
+
+
+@pytest.mark.parametrize("content,words", BAD, ids=[w[0] for _, w in BAD])
+def test_bad_classroom_file_stops_up_before_anything_starts(tmp_path, monkeypatch, capsys,
+                                                            content, words):
+    path = tmp_path / "classroom.yaml"
+    path.write_text(yaml.safe_dump(content))
+    data = tmp_path / "data"
+    monkeypatch.setenv("TORCHCLASS_DATA_DIR", str(data))
+    assert cli.main(["up", "--classroom", str(path)]) == 2
+    err = capsys.readouterr().err
+    for word in [str(path), *words]:
+        assert word in err, f"{word!r} not in: {err}"
+    assert not data.exists(), "nothing may be created for a bad classroom file"
+
+
+def test_busy_port_is_named(tmp_path, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        path = tmp_path / "classroom.yaml"
+        path.write_text(json.dumps({**GOOD, "hub": {"port": port,
+                                                    "data_dir": str(tmp_path / "d")}}))
+        assert cli.main(["up", "--classroom", str(path)]) == 3
+    out = capsys.readouterr().out
+    assert f"port {port}" in out and "busy" in out and "PORT=" in out
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("auth", [
+    {"type": "oauth", "oauth": {"authorize_url": "https://idp.example.edu/authorize",
+                                "token_url": "https://idp.example.edu/token",
+                                "userdata_url": "https://idp.example.edu/userinfo",
+                                "client_id": "torchclass"}},
+    {"type": "lti13", "lti13": {"issuer": "https://canvas.example.edu",
+                                "authorize_url": "https://canvas.example.edu/api/lti/authorize",
+                                "jwks_endpoint": "https://canvas.example.edu/api/lti/jwks",
+                                "client_id": "1000001"}},
+], ids=["oauth", "lti13"])
+def test_institution_login_configures_the_real_authenticator(tmp_path, monkeypatch, auth):
+    from torchclass_hub import auth as tc_auth
+    from traitlets.config import Config
+
+    path = tmp_path / "classroom.yaml"
+    path.write_text(yaml.safe_dump({**GOOD, "auth": auth}))
+    room = config.load(path, env={})
+    c = Config()
+    if auth["type"] == "oauth":
+        with pytest.raises(config.ConfigError, match="TORCHCLASS_OAUTH_CLIENT_SECRET"):
+            tc_auth.configure(c, room)
+        monkeypatch.setenv("TORCHCLASS_OAUTH_CLIENT_SECRET", "s3cret")
+    tc_auth.configure(c, room)
+    cls = c.JupyterHub.authenticator_class
+    authenticator = cls(config=c)  # the real class accepts every setting we made
+    assert authenticator.allowed_users == {"teacher", "alice", "bob"}
+    assert authenticator.admin_users == {"teacher"}
+    if auth["type"] == "oauth":
+        assert authenticator.client_secret == "s3cret"
+        assert authenticator.token_url == auth["oauth"]["token_url"]
+    else:
+        assert authenticator.issuer == auth["lti13"]["issuer"]
