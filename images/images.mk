@@ -47,3 +47,9 @@ data-volume: ## stage the real datasets once into the $(DATA_VOLUME) volume (cla
 	$(DOCKER) volume create $(DATA_VOLUME) >/dev/null
 	$(DOCKER) run --rm --network host -v $(DATA_VOLUME):/srv/torchclass/data \
 	  $(NOTEBOOK_IMAGE) python -m torchclass_course.stage --root /srv/torchclass/data
+
+up-docker: install build ## the classroom in Docker: hub container + one container per student (root)
+	$(PY) images/docker-classroom up $(if $(PORT),--port $(PORT))
+
+down-docker: install ## stop the Docker classroom's hub and student containers (data kept)
+	$(PY) images/docker-classroom down

@@ -54,7 +54,6 @@ k8s-secret: ## create the hub's Secret with random tokens once (never overwrites
 	  echo "Secret $(NAMESPACE)/torchclass-hub-secrets exists; left as is."; else \
 	  kubectl create namespace $(NAMESPACE) --dry-run=client -o yaml | kubectl apply -f - >/dev/null; \
 	  kubectl -n $(NAMESPACE) create secret generic torchclass-hub-secrets \
-	    --from-literal=hub.config.ConfigurableHTTPProxy.auth_token=$$(openssl rand -hex 32) \
 	    --from-literal=hub.config.JupyterHub.cookie_secret=$$(openssl rand -hex 32) \
 	    --from-literal=hub.config.CryptKeeper.keys=$$(openssl rand -hex 32) \
 	    --from-literal=oauth-client-secret="$${OAUTH_CLIENT_SECRET:-unset}" \

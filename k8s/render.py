@@ -15,6 +15,7 @@ validate exactly what Helm will install.
 
 import argparse
 import copy
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -84,17 +85,20 @@ def classroom_values(path, below):
     config): the course, who teaches and takes it, and the per-server limits. `below` is the
     values under this layer, whose other formgrader services it removes. Logins stay in the
     site layer: on a cluster they are OAuth/LTI settings with secrets from the Secret."""
-    room = load_yaml(path)
-
-    def need(key, kind):
-        if not isinstance(room.get(key), kind):
-            raise ValuesError(f"{path}: '{key}' must be a {kind.__name__} (see hub/README.md)")
-        return room[key]
-
-    course_id = need("course_id", str)
-    instructors = need("instructors", list)
-    students = room.get("students", [])
-    spawner = room.get("spawner", {})
+    try:
+        # The hub's own loader: the same schema, defaults and error messages as `make up`.
+        from torchclass_hub.config import ConfigError, load
+    except ImportError as err:
+        raise ValuesError(f"{path}: reading a classroom file needs the hub package "
+                          f"(hub/ on PYTHONPATH, as make sets it): {err}") from err
+    try:
+        room = load(path, env={})
+    except ConfigError as err:
+        raise ValuesError(str(err)) from err
+    course_id, instructors, students = room.course_id, room.instructors, room.students
+    # Only what the file sets: the one-machine defaults (a 120 s start timeout, say) would
+    # override the cluster's own.
+    spawner = load_yaml(path).get("spawner", {})
     course = {"id": course_id, "instructors": instructors, "students": students}
     services = {name: None for name in below["jupyterhub"]["hub"].get("services", {})
                 if name.startswith("formgrader-")}
@@ -226,36 +230,41 @@ def rwx_claim(name, component, settings, host_path_root=None):
 
 
 def data_job(tc):
-    """Stage the real datasets once into the shared volume (students mount it read-only)."""
+    """Stage the real datasets once into the shared volume (students mount it read-only).
+    A Job's pod template cannot change in place, so its name carries a digest of the spec:
+    an upgrade that changes it (a new image) replaces the Job instead of failing."""
+    job = _data_job_spec(tc)
+    digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:8]
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": meta(f"torchclass-data-{digest}", "data"), "spec": job}
+
+
+def _data_job_spec(tc):
     ds = tc["datasets"]
     return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": meta("torchclass-data", "data"),
-        "spec": {
-            "backoffLimit": 3,
-            "ttlSecondsAfterFinished": 86400,
-            "template": {
-                "metadata": {"labels": {**LABEL_PART_OF, "app.kubernetes.io/component": "data"}},
-                "spec": {
-                    "restartPolicy": "OnFailure",
-                    "securityContext": {"fsGroup": 100, "runAsNonRoot": True,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "automountServiceAccountToken": False,
-                    "nodeSelector": tc["cpuPool"].get("nodeSelector") or {},
-                    "tolerations": tc["cpuPool"].get("tolerations") or [],
-                    "containers": [{
-                        "name": "stage",
-                        "image": image_ref(tc["images"]["cpu"]),
-                        "command": ["python", "-m", "torchclass_course.stage",
-                                    "--root", ds["mountPath"]],
-                        "securityContext": RESTRICTED_CONTAINER,
-                        "resources": {"requests": {"cpu": "500m", "memory": "2Gi"},
-                                      "limits": {"memory": "4Gi"}},
-                        "volumeMounts": [{"name": "datasets", "mountPath": ds["mountPath"]}],
-                    }],
-                    "volumes": [{"name": "datasets",
-                                 "persistentVolumeClaim": {"claimName": ds["claimName"]}}],
-                },
+        "backoffLimit": 3,
+        "ttlSecondsAfterFinished": 86400,
+        "template": {
+            "metadata": {"labels": {**LABEL_PART_OF, "app.kubernetes.io/component": "data"}},
+            "spec": {
+                "restartPolicy": "OnFailure",
+                "securityContext": {"fsGroup": 100, "runAsNonRoot": True,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "automountServiceAccountToken": False,
+                "nodeSelector": tc["cpuPool"].get("nodeSelector") or {},
+                "tolerations": tc["cpuPool"].get("tolerations") or [],
+                "containers": [{
+                    "name": "stage",
+                    "image": image_ref(tc["images"]["cpu"]),
+                    "command": ["python", "-m", "torchclass_course.stage",
+                                "--root", ds["mountPath"]],
+                    "securityContext": RESTRICTED_CONTAINER,
+                    "resources": {"requests": {"cpu": "500m", "memory": "2Gi"},
+                                  "limits": {"memory": "4Gi"}},
+                    "volumeMounts": [{"name": "datasets", "mountPath": ds["mountPath"]}],
+                }],
+                "volumes": [{"name": "datasets",
+                             "persistentVolumeClaim": {"claimName": ds["claimName"]}}],
             },
         },
     }
@@ -533,11 +542,12 @@ def render(values):
     check_courses(values)
     tc = torchclass_settings(values)
     host_root = tc.get("singleNodeHostPath")
-    docs = [device_plugin_config(tc)]
-    docs += rwx_claim(tc["exchange"]["claimName"], "exchange", tc["exchange"], host_root)
+    docs = rwx_claim(tc["exchange"]["claimName"], "exchange", tc["exchange"], host_root)
     docs += rwx_claim(tc["datasets"]["claimName"], "datasets", tc["datasets"], host_root)
-    docs += [data_job(tc), data_job_policy(), cuda_image_puller(tc)]
-    docs += gpu_placeholders(tc, values)
+    docs += [data_job(tc), data_job_policy()]
+    if tc.get("gpu"):
+        docs += [device_plugin_config(tc), cuda_image_puller(tc)]
+        docs += gpu_placeholders(tc, values)
     for course in tc.get("courses", []):
         docs += formgrader(tc, course)
     return docs

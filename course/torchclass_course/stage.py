@@ -149,7 +149,11 @@ def make_readable(root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m torchclass_course.stage", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m torchclass_course.stage",
+        description="Download the real datasets and weights once, into the classroom's shared "
+        "data folder, with a SHA-256 of every file in MANIFEST.json.",
+    )
     parser.add_argument("--root", type=Path, default=data.SHARED_DATA_DIR,
                         help="the classroom's shared data folder (default: %(default)s)")
     parser.add_argument("--only", default=",".join(STAGERS),

@@ -61,6 +61,14 @@ def apply(c, classroom: Classroom) -> None:
     auth.configure(c, classroom)
     spawners.configure(c, classroom, single_user_env(classroom))
 
+    c.JupyterHub.load_groups = {
+        "instructors": {"users": classroom.instructors},
+        "students": {"users": classroom.students},
+    }
+    if classroom["spawner"]["type"] != "local":
+        # In containers the instructor's own server (notebook image, role instructor) carries
+        # the formgrader: the hub image has no nbgrader to run it as a service.
+        return
     service = formgrader_service(classroom)
     grader_env = {"JUPYTERHUB_DEFAULT_URL": "/formgrader", "OMP_NUM_THREADS": "1"}
     c.JupyterHub.services = [{
@@ -75,10 +83,6 @@ def apply(c, classroom: Classroom) -> None:
         # Instructors reach it through the hub's login; no extra consent page.
         "oauth_no_confirm": True,
     }]
-    c.JupyterHub.load_groups = {
-        "instructors": {"users": classroom.instructors},
-        "students": {"users": classroom.students},
-    }
     c.JupyterHub.load_roles = [{
         "name": f"{service}-users",
         "description": "instructors open the course's formgrader",

@@ -1,13 +1,14 @@
 """Benchmark: how long every lesson notebook takes to execute, on CPU and (where one is present)
 on the GPU. Writes lessons.json and lessons.md into --out.
 
-    python tests/bench/bench_lessons.py --out bench-results [--only stage1] [--threads 1]
+    python tests/bench/bench_lessons.py --out bench-results [--only 'stage[12]/'] [--threads 1]
 """
 
 import argparse
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -22,7 +23,7 @@ from torchclass_course.notebooks import LessonFailed, execute
 def lessons(only: str | None) -> list[Path]:
     course = REPO / "course"
     found = sorted([*course.glob("stage*/lessons/*.ipynb"), *course.glob("tools/*.ipynb")])
-    return [p for p in found if not only or only in str(p.relative_to(course))]
+    return [p for p in found if not only or re.search(only, str(p.relative_to(course)))]
 
 
 def run_all(paths: list[Path], device: str, cache: Path) -> list[dict]:
@@ -52,7 +53,7 @@ def run_all(paths: list[Path], device: str, cache: Path) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--only", help="run only lessons whose path contains this")
+    parser.add_argument("--only", help="run only lessons whose path (under course/) matches this regex")
     parser.add_argument("--threads", default="1", help="OMP_NUM_THREADS for the kernels")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = args.threads

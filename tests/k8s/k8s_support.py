@@ -3,6 +3,7 @@ strict validation, and the hub's KubeSpawner configuration built the way z2jh 4.
 (A uniquely named module: `conftest` is ambiguous when every test area has one.)"""
 
 import asyncio
+import copy
 import importlib.util
 import sys
 import types
@@ -75,14 +76,16 @@ def validate_strict(obj):
 SINGLEUSER_TRAITS = {
     "uid": "uid", "fsGid": "fs_gid", "allowPrivilegeEscalation": "allow_privilege_escalation",
     "startTimeout": "start_timeout", "profileList": "profile_list", "cmd": "cmd",
-    "nodeSelector": "node_selector", "extraTolerations": "tolerations",
+    "nodeSelector": "node_selector", "extraEnv": "environment", "extraLabels": "extra_labels",
 }
-# Keys consumed elsewhere in the chart (templates, NetworkPolicies), not by KubeSpawner traits.
-SINGLEUSER_NOT_SPAWNER = {"networkPolicy", "cloudMetadata", "extraFiles"}
+# Keys consumed elsewhere in the chart (templates, NetworkPolicies), or by the mapping below.
+SINGLEUSER_NOT_SPAWNER = {"networkPolicy", "cloudMetadata", "extraFiles", "extraTolerations"}
 
 
 def z2jh_spawner_config(sub):
-    """KubeSpawner config as z2jh 4.4.0's hub builds it from the subchart's values."""
+    """KubeSpawner config as z2jh 4.4.0's hub builds it from the subchart's values (its
+    jupyterhub_config.py, for the keys torchclass sets), including its data shapes: volumes
+    and volume mounts are dicts, which the hub policy must extend correctly."""
     from traitlets.config import Config
 
     su = sub["singleuser"]
@@ -90,27 +93,35 @@ def z2jh_spawner_config(sub):
     ks = c.KubeSpawner
     for key, trait in SINGLEUSER_TRAITS.items():
         if su.get(key) not in (None, {}, []):
-            setattr(ks, trait, su[key])
+            setattr(ks, trait, copy.deepcopy(su[key]))
     ks.image = f"{su['image']['name']}:{su['image']['tag']}"
     ks.cpu_limit, ks.cpu_guarantee = su["cpu"]["limit"], su["cpu"]["guarantee"]
     ks.mem_limit, ks.mem_guarantee = su["memory"]["limit"], su["memory"]["guarantee"]
-    ks.environment = dict(su.get("extraEnv") or {})
-    ks.extra_labels = dict(su.get("extraLabels") or {})
+    # The chart's own tolerations for user pods come first, then singleuser.extraTolerations.
+    ks.tolerations = (sub["scheduling"]["userPods"]["tolerations"]
+                      + list(su.get("extraTolerations") or []))
+    if sub["scheduling"]["userPods"]["nodeAffinity"]["matchNodePurpose"] == "prefer":
+        ks.node_affinity_preferred = [{"weight": 100, "preference": {"matchExpressions": [
+            {"key": "hub.jupyter.org/node-purpose", "operator": "In", "values": ["user"]}]}}]
+    if sub["scheduling"]["userScheduler"]["enabled"]:
+        ks.scheduler_name = "user-scheduler"
     storage = su["storage"]
-    volumes = list(storage.get("extraVolumes") or [])
-    mounts = list(storage.get("extraVolumeMounts") or [])
-    # Dynamic home storage: one PVC per user server, mounted at the home path.
-    volumes.append({"name": "volume-{user_server}",
-                    "persistentVolumeClaim": {"claimName": "claim-{user_server}"}})
-    mounts.append({"name": "volume-{user_server}", "mountPath": storage["homeMountPath"]})
-    # extraFiles are shipped in the chart's singleuser Secret and mounted file by file.
+    home = storage["dynamic"]["volumeNameTemplate"]
+    volumes = {home: {"name": home, "persistentVolumeClaim": {"claimName": "{pvc_name}"}}}
+    mounts = {home: {"name": home, "mountPath": storage["homeMountPath"]}}
     if su.get("extraFiles"):
-        volumes.append({"name": "files", "secret": {"secretName": "singleuser"}})
-        for key, spec in su["extraFiles"].items():
-            mounts.append({"name": "files", "mountPath": spec["mountPath"], "subPath": key})
+        volumes["files"] = {"name": "files", "secret": {
+            "secretName": "singleuser",
+            "items": [{"key": key, "path": key} for key in su["extraFiles"]]}}
+        for i, (key, spec) in enumerate(su["extraFiles"].items()):
+            mounts[f"{i}-files"] = {"name": "files", "mountPath": spec["mountPath"],
+                                    "subPath": key}
+    for volume in storage.get("extraVolumes") or []:
+        volumes[volume["name"]] = copy.deepcopy(volume)
+    for i, mount in enumerate(storage.get("extraVolumeMounts") or []):
+        mounts[f"{i}-{mount['name']}"] = copy.deepcopy(mount)
     ks.volumes, ks.volume_mounts = volumes, mounts
     ks.storage_pvc_ensure = True
-    ks.pvc_name_template = "claim-{user_server}"
     ks.storage_capacity = storage["capacity"]
     c.JupyterHub.load_roles = []
     return c
@@ -150,7 +161,7 @@ class Student:
         self.name, self.id, self.url = name, 7, f"/user/{name}/"
 
 
-def build_pod(config, username, profile_slug, hub_root):
+def build_pod(config, username, profile_slug):
     """The pod KubeSpawner would create for `username` choosing `profile_slug`, serialised
     by the Kubernetes client exactly as it would be sent to the API server."""
     from kubernetes_asyncio.client import ApiClient

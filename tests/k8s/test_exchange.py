@@ -39,6 +39,7 @@ def classroom(tmp_path, z2jh_defaults):
     policy = exec_hub_policy(Config(), sub)
     tc = sub["custom"]["torchclass"]
     volume = tmp_path / "exchange-volume"
+    volume.mkdir()
     return policy, tc, volume, tmp_path
 
 

@@ -67,6 +67,16 @@ def test_time_slicing_config(docs):
     assert yaml.safe_load(cm["data"]["torchclass-mig"])["flags"]["migStrategy"] == "mixed"
 
 
+def test_no_gpu_objects_without_the_gpu_layer():
+    docs = render.render(render.load_values(gpu=False))
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("ConfigMap", "torchclass-device-plugin") not in kinds
+    assert not [k for k in kinds if k[0] in ("DaemonSet", "PriorityClass")]
+    assert ("Deployment", "formgrader-torchclass") in kinds
+    for doc in docs:
+        validate_strict(doc)
+
+
 def test_replicas_follow_the_values(tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text("jupyterhub: {custom: {torchclass: {gpuSharing: {replicas: 8}}}}\n")
@@ -76,17 +86,23 @@ def test_replicas_follow_the_values(tmp_path):
     assert shared["sharing"]["timeSlicing"]["resources"][0]["replicas"] == 8
 
 
-def test_volumes_and_data_job(docs):
+def test_volumes_and_data_job(docs, tmp_path):
     claims = {d["metadata"]["name"]: d for d in by_kind(docs, "PersistentVolumeClaim")}
     for name in ("torchclass-exchange", "torchclass-datasets"):
         assert claims[name]["spec"]["accessModes"] == ["ReadWriteMany"]
         assert claims[name]["spec"]["storageClassName"] == "nfs-client"
         assert claims[name]["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    (job,) = by_kind(docs, "Job", "torchclass-data")
+    (job,) = by_kind(docs, "Job")
+    assert job["metadata"]["name"].startswith("torchclass-data-")
     (stage,) = pod_spec(job)["containers"]
     assert stage["command"][:3] == ["python", "-m", "torchclass_course.stage"]
     assert stage["command"][-1] == "/srv/torchclass/data"
     assert stage["image"] == "registry.example.edu/torchclass/notebook:0.1.0"
+    # A changed spec (a new image) gets a new name, as a Job's template is immutable.
+    site = tmp_path / "site.yaml"
+    site.write_text("jupyterhub: {custom: {torchclass: {images: {cpu: {tag: '0.2.0'}}}}}\n")
+    (newer,) = by_kind(render.render(render.load_values(site=site)), "Job")
+    assert newer["metadata"]["name"] != job["metadata"]["name"]
     # The Job is the only writer of the datasets volume.
     assert [v["persistentVolumeClaim"] for v in pod_spec(job)["volumes"]] == [
         {"claimName": "torchclass-datasets"}]

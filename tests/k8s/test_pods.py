@@ -39,6 +39,7 @@ def hub(merged, tmp_path, monkeypatch):
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(KUBECONFIG)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    (tmp_path / "exchange").mkdir()
     sub["custom"]["torchclass"]["exchange"]["hubMountPath"] = str(tmp_path / "exchange")
     config = z2jh_spawner_config(sub)
     exec_hub_policy(config, sub)
@@ -48,7 +49,7 @@ def hub(merged, tmp_path, monkeypatch):
 def pod_for(hub, slug):
     config, sub, root = hub
     name = f"s{uuid.uuid4().hex[:8]}"
-    pod, _ = build_pod(config, name, slug, root)
+    pod, _ = build_pod(config, name, slug)
     return pod, name, sub["custom"]["torchclass"], root
 
 
@@ -79,6 +80,9 @@ def test_profile_pod(hub, slug):
     selector = pod["spec"].get("nodeSelector") or {}
     tolerations = pod["spec"].get("tolerations") or []
     gpu_taint = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    # The chart's toleration of its dedicated user nodes survives every profile.
+    assert {"key": "hub.jupyter.org/dedicated", "operator": "Equal", "value": "user",
+            "effect": "NoSchedule"} in tolerations
     if slug == "cpu":
         assert not [k for k in limits if k.startswith("nvidia.com/")]
         assert nb["image"] == "registry.example.edu/torchclass/notebook:0.1.0"
@@ -100,6 +104,9 @@ def test_profile_pod(hub, slug):
     # Non-root, no privilege escalation, no privileged init container.
     assert nb["securityContext"]["runAsUser"] == 1000
     assert nb["securityContext"]["allowPrivilegeEscalation"] is False
+    assert nb["securityContext"]["runAsNonRoot"] is True
+    assert nb["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert nb["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert not nb["securityContext"].get("privileged")
     assert pod["spec"]["securityContext"]["fsGroup"] == 100
     assert not pod["spec"].get("initContainers")
@@ -145,10 +152,17 @@ def test_shared_gpu_caps_cuda_memory(hub):
         assert "PYTORCH_CUDA_ALLOC_CONF" not in other
 
 
-def test_unsafe_username_is_refused(hub, tmp_path):
+def test_spawn_refused_without_the_hub_exchange_mount(hub):
+    config, _, root = hub
+    root.rmdir()
+    with pytest.raises(RuntimeError, match="exchange volume is not mounted in the hub"):
+        build_pod(config, "ana", "cpu")
+
+
+def test_unsafe_username_is_refused(hub):
     config, _, _ = hub
     with pytest.raises(ValueError, match="cannot name an exchange folder"):
-        build_pod(config, "../other", "cpu", tmp_path)
+        build_pod(config, "../other", "cpu")
 
 
 def test_course_groups_and_formgrader_access(hub):

@@ -8,3 +8,6 @@ c = get_config()  # noqa: F821 (provided by nbgrader's config loader)
 c.Exchange.root = os.environ.get("NBGRADER_EXCHANGE", "/srv/nbgrader/exchange")
 if os.environ.get("TORCHCLASS_COURSE_ID"):
     c.CourseDirectory.course_id = os.environ["TORCHCLASS_COURSE_ID"]
+# The instructor's course folder (the Docker classroom mounts it at its host path).
+if os.environ.get("NBGRADER_COURSE_ROOT"):
+    c.CourseDirectory.root = os.environ["NBGRADER_COURSE_ROOT"]

@@ -38,8 +38,9 @@ def shared_gpu_memory_fraction(replicas):
     return 1.0 / replicas
 
 
-def gpu_profile_overrides(profile, torchclass):
-    """Complete a GPU profile's kubespawner_override from the GPU pool settings (in place)."""
+def gpu_profile_overrides(profile, torchclass, base_tolerations=()):
+    """Complete a profile's kubespawner_override from its node pool's settings (in place).
+    A profile's tolerations replace the spawner's, so the chart's own come along."""
     override = profile.setdefault("kubespawner_override", {})
     resources = override.get("extra_resource_limits", {})
     if not any(name.startswith(GPU_RESOURCE_PREFIX) for name in resources):
@@ -57,7 +58,8 @@ def gpu_profile_overrides(profile, torchclass):
     if pool.get("nodeSelector"):
         override["node_selector"] = {**override.get("node_selector", {}), **pool["nodeSelector"]}
     if pool.get("tolerations"):
-        override["tolerations"] = list(override.get("tolerations", [])) + pool["tolerations"]
+        override["tolerations"] = (list(base_tolerations) + list(override.get("tolerations", []))
+                                   + pool["tolerations"])
     return profile
 
 
@@ -89,6 +91,10 @@ def prepare_exchange(username, torchclass, hub_root=None):
     """Create the student's exchange folders (as the hub's uid) so the kubelet finds them
     instead of creating root-owned ones the student could not write to."""
     hub_root = hub_root or torchclass["exchange"]["hubMountPath"]
+    if not os.path.isdir(hub_root):
+        # Folders made in the hub container's own filesystem would vanish with it.
+        raise RuntimeError(f"the exchange volume is not mounted in the hub at {hub_root} "
+                           "(values: hub.extraVolumes/extraVolumeMounts, k8s/chart/values.yaml)")
     for mount in exchange_mounts(username, torchclass):
         path = os.path.join(hub_root, mount["subPath"])
         os.makedirs(path, mode=0o755, exist_ok=True)
@@ -97,7 +103,13 @@ def prepare_exchange(username, torchclass, hub_root=None):
 def pre_spawn_hook(spawner):
     username = spawner.user.name
     prepare_exchange(username, TORCHCLASS)
-    spawner.volume_mounts = list(spawner.volume_mounts) + exchange_mounts(username, TORCHCLASS)
+    mounts = exchange_mounts(username, TORCHCLASS)
+    if isinstance(spawner.volume_mounts, dict):
+        # The chart keys its mounts by name, KubeSpawner mounts the values (in key order).
+        spawner.volume_mounts = {**spawner.volume_mounts,
+                                 **{f"torchclass-exchange-{i}": m for i, m in enumerate(mounts)}}
+    else:
+        spawner.volume_mounts = list(spawner.volume_mounts) + mounts
     # Read by the students' nbgrader config (values: singleuser.extraFiles.nbgrader-config).
     spawner.environment = {
         **spawner.environment,
@@ -128,8 +140,16 @@ def apply(config, torchclass):
     # Without the GPU layer there is no profile list: students get the CPU image directly.
     profiles = spawner.get("profile_list") or []
     if profiles:
-        spawner.profile_list = [gpu_profile_overrides(dict(p), torchclass) for p in profiles]
+        base = spawner.get("tolerations") or []
+        spawner.profile_list = [gpu_profile_overrides(dict(p), torchclass, base)
+                                for p in profiles]
     spawner.pre_spawn_hook = pre_spawn_hook
+    # Beyond the chart's uid 1000 and no privilege escalation: refuse to start as root, no
+    # Linux capabilities, the runtime's default seccomp filter. Student code is untrusted.
+    spawner.container_security_context = {
+        "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     # Students' servers ask the hub for their own groups (the courses they are in).
     spawner.server_token_scopes = [
         "access:servers!server", "users:activity!user",
