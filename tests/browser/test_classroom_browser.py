@@ -5,7 +5,7 @@ import pytest
 from classroom_fixture import assignment_under_test
 from conftest import login
 
-pytestmark = [pytest.mark.browser, pytest.mark.hub, pytest.mark.timeout(300), pytest.mark.xdist_group("classroom")]
+pytestmark = [pytest.mark.browser, pytest.mark.hub, pytest.mark.timeout(300)]
 
 
 def test_student_sees_jupyterlab_with_released_assignments(classroom, browser, artifacts_dir):

@@ -140,8 +140,9 @@ _SHARED: TestClassroom | None = None
 
 def shared_classroom(config) -> TestClassroom:
     """One classroom per test process, shared by the hub and browser tests (starting one costs
-    half a minute or more on a busy machine); removed when the test session ends. The modules
-    that use it share an xdist group, so under `-n 2` they land in one process."""
+    half a minute or more on a busy machine); removed when the test session ends. Under
+    `-n 2` the tests may spread over both workers: each then has its own classroom. (xdist's
+    loadgroup would keep them together, but xdist 3.8 cannot rename pytest 9.2's node ids.)"""
     global _SHARED
     if _SHARED is None:
         room = TestClassroom(n_students=3)

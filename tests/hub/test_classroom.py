@@ -19,7 +19,7 @@ from classroom_fixture import assignment_under_test
 from hubclient import HubClient
 from torchclass_hub import config
 
-pytestmark = [pytest.mark.hub, pytest.mark.timeout(600), pytest.mark.xdist_group("classroom")]
+pytestmark = [pytest.mark.hub, pytest.mark.timeout(600)]
 
 MEMBERS = ["solution", "untouched", "partial"]
 
