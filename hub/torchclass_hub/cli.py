@@ -7,6 +7,7 @@
     torchclass-hub users                            the roster and who has logged in
     torchclass-hub reset-password USER              a new password for one user
     torchclass-hub schema-docs                      the classroom-file reference (markdown)
+    torchclass-hub datasets-dir                     the shared datasets folder (`make data` fills it)
 """
 
 from __future__ import annotations
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="torchclass-hub", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["validate", "up", "down", "status", "users",
-                                            "reset-password", "schema-docs"])
+                                            "reset-password", "schema-docs", "datasets-dir"])
     parser.add_argument("user", nargs="?", help="for reset-password")
     parser.add_argument("--classroom", help="classroom file (default: $TORCHCLASS_CLASSROOM "
                         "or hub/classroom.yaml)")
@@ -263,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{classroom.source}: OK ({len(classroom.users)} users, course "
                   f"{classroom.course_id}, {classroom['auth']['type']} login, "
                   f"{classroom['spawner']['type']} spawner)")
+            return 0
+        if args.command == "datasets-dir":
+            print(classroom.datasets_dir)
             return 0
         if args.command == "reset-password":
             if not args.user:
