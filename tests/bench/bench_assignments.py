@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -40,12 +41,20 @@ def execute_solution(family, course_dir: Path) -> float:
     return time.monotonic() - started
 
 
+def _child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def bench(family, repeat: int) -> dict:
     solution_only = dataclasses.replace(family, members={"solution": family.members["solution"]})
-    solo, whole, execute, problems = [], [], [], []
+    solo, solo_cpu, whole, execute, problems = [], [], [], [], []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix="bench-solution-") as tmp:
+            # CPU seconds of nbgrader and its kernel: steadier than wall time on a busy machine.
+            cpu = _child_cpu()
             result = families.grade_family(solution_only, tmp)
+            solo_cpu.append(_child_cpu() - cpu)
             problems += result.mismatches()
             solo.append(result.autograde_seconds)
             generate = result.generate_seconds
@@ -61,6 +70,7 @@ def bench(family, repeat: int) -> dict:
         "generate_and_build_seconds": round(generate, 1),
         "execute_solution_seconds": round(statistics.median(execute), 1),
         "grade_solution_seconds": round(statistics.median(solo), 1),
+        "generate_and_grade_solution_cpu_seconds": round(statistics.median(solo_cpu), 1),
         "grade_family_seconds": round(statistics.median(whole), 1),
         "scores_ok": not problems,
         "problems": problems,
@@ -103,13 +113,17 @@ def main() -> int:
     result = {"machine": machine, "total_seconds": round(time.monotonic() - started, 1), "assignments": rows}
     (args.out / "assignments.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [
-        "| assignment | members | execute solution (s) | grade solution (s) | grade family (s) | scores |",
-        "|---|---|---|---|---|---|",
+        (
+            "| assignment | members | execute solution (s) | grade solution (s) "
+            "| generate + grade solution, CPU (s) | grade family (s) | scores |"
+        ),
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['assignment']} | {r['members']} | {r['execute_solution_seconds']} | "
-            f"{r['grade_solution_seconds']} | {r['grade_family_seconds']} | "
+            f"{r['grade_solution_seconds']} | {r['generate_and_grade_solution_cpu_seconds']} | "
+            f"{r['grade_family_seconds']} | "
             f"{'ok' if r['scores_ok'] else 'WRONG: ' + '; '.join(r['problems'])} |"
         )
     header = (
