@@ -84,6 +84,8 @@ class Course:
             f"c.CourseDirectory.course_id = {self.course_id!r}\n"
             f"c.Exchange.root = {str(self.exchange)!r}\n"
             f"c.ExecutePreprocessor.timeout = {self.timeout}\n"
+            # nbclient's default 4 s wait for a cell's last outputs fails cells on a busy grader.
+            "c.ExecutePreprocessor.iopub_timeout = 30\n"
             + _FEEDBACK_CONFIG
         )
 

@@ -323,6 +323,9 @@ def _write_config(course_dir: Path, family: Family) -> None:
         "c.CourseDirectory.course_id = 'torchclass-families'\n"
         f"c.Execute.timeout = {family.timeout}\n"
         "c.Execute.interrupt_on_timeout = True\n"
+        # nbclient waits only 4 s by default for a cell's last outputs after it finishes; a
+        # busy machine (CI, a class's grading run) exceeds that and fails a whole member.
+        "c.Execute.iopub_timeout = 30\n"
         "c.ClearSolutions.code_stub = {'python': '# YOUR CODE HERE\\nraise NotImplementedError()'}\n"
     )
 
