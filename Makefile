@@ -41,7 +41,7 @@ install-system: ## install the Debian packages the tests need (chromium, docker,
 	bash .ci/install-system-packages
 
 test: install ## run the whole test suite
-	$(PY) -m pytest -n $(TEST_WORKERS) $(TEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --durations=25 $(TEST_ARGS)
 
 lint: install ## lint Python, Dockerfiles, shell and YAML
 	$(VENV)/bin/ruff check hub grading course tests k8s images
