@@ -267,7 +267,8 @@ class Engine:
             nb = nbformat.read(path, as_version=4)
         except Exception as exc:
             out.problems.append(f"{path}: not a readable notebook ({type(exc).__name__}: "
-                                f"{str(exc)[:200]})")
+                                f"{str(exc)[:200]}); not graded, the gradebook is left as it was")
+            out.status = "error"
             return None
         submitted = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source for c in nb.cells}
         kernel = nb.metadata.get("kernelspec", {}).get("name")
@@ -413,6 +414,8 @@ class Engine:
         return [outcomes[s] for s in students]
 
     def _finish(self, student: str, stamp: str, executed: dict[str, str], out: Outcome) -> int:
+        if out.status == "error":  # nbgrader itself cannot read it either
+            return 1
         try:
             self._record(student, executed, out)
         except Exception as exc:
@@ -436,14 +439,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("assignment")
     ap.add_argument("--workers", type=int)
     ap.add_argument("--force", action="store_true", help="regrade submissions already graded")
-    ap.add_argument("--report", help="write the report (CSV + HTML) into this dir")
     args = ap.parse_args(argv)
     engine = Engine(args.course_dir, args.assignment, workers=args.workers)
     outcomes = engine.run(force=args.force)
-    if args.report:
-        from torchclass_grading import report
-
-        report.write(engine, outcomes, Path(args.report))
+    for o in outcomes:
+        if o.problems or o.status == "error":
+            print(f"{o.student}: {o.status}, score {o.score}: " + "; ".join(o.problems))
     return 0
 
 
