@@ -43,8 +43,8 @@ STARTUP = [
     "exec('try:\\n import numpy as _np; _np.random.seed(0); del _np\\nexcept ImportError: pass')",
 ]
 TORCH_STARTUP = [
-    "import torch as _t; _t.manual_seed(0); _t.use_deterministic_algorithms(True, warn_only=True);"
-    " _t.set_num_threads(1); del _t",
+    ("import torch as _t; _t.manual_seed(0); _t.use_deterministic_algorithms(True, warn_only=True);"
+     " _t.set_num_threads(1); del _t"),
 ]
 # Sent (silently) before each test cell: undo the usual ways of hiding a failing test's error.
 GUARD = (
@@ -167,7 +167,7 @@ def execute(job: dict) -> dict:
                     notes.append(stopped)
                     cell.outputs.append(_error("KernelDied", stopped))
                     continue
-                except Exception as exc:  # a timeout the interrupt could not end, etc.
+                except Exception as exc:  # noqa: BLE001 (a timeout the interrupt could not end, etc.)
                     stopped = f"cell {i} could not finish ({type(exc).__name__}); later cells did not run"
                     notes.append(stopped)
                     cell.outputs.append(_error(type(exc).__name__, str(exc)[:500]))
@@ -257,7 +257,12 @@ class Engine:
     def _prepare(self, student: str, name: str, out: Outcome) -> str | None:
         """The submitted notebook sanitized as nbgrader's autograde does; None if unreadable."""
         from nbgrader.preprocessors import (
-            CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteCells, OverwriteKernelspec)
+            CheckCellMetadata,
+            ClearOutput,
+            DeduplicateIds,
+            OverwriteCells,
+            OverwriteKernelspec,
+        )
 
         path = self.course_dir / "submitted" / student / self.aid / f"{name}.ipynb"
         if not path.is_file():
@@ -265,7 +270,7 @@ class Engine:
             return None
         try:
             nb = nbformat.read(path, as_version=4)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (one submission's failure must not stop the rest)
             out.problems.append(f"{path}: not a readable notebook ({type(exc).__name__}: "
                                 f"{str(exc)[:200]}); not graded, the gradebook is left as it was")
             out.status = "error"
@@ -278,7 +283,7 @@ class Engine:
             for pp in (ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells,
                        CheckCellMetadata):
                 nb, resources = pp().preprocess(nb, resources)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (one submission's failure must not stop the rest)
             out.problems.append(f"{path}: cannot be prepared for grading ({str(exc)[:300]})")
             return None
         if kernel != nb.metadata.get("kernelspec", {}).get("name"):
@@ -318,7 +323,12 @@ class Engine:
         from nbgrader.apps import NbGraderAPI
         from nbgrader.coursedir import CourseDirectory
         from nbgrader.preprocessors import (
-            AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades)
+            AssignLatePenalties,
+            CheckCellMetadata,
+            IgnorePattern,
+            LimitOutput,
+            SaveAutoGrades,
+        )
         from traitlets.config import Config
 
         class Replay(Preprocessor):
@@ -396,7 +406,7 @@ class Engine:
                     executed[s][name] = res["nb"]
                     out.problems += [f"{name}: {n}" for n in res["notes"]]
                     out.seconds += res["seconds"]
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 (one submission's failure must not stop the rest)
                     out.problems.append(f"{name}: the grader failed to run it ({exc})")
                 pending[s].discard(name)
                 if not pending[s]:
@@ -418,7 +428,7 @@ class Engine:
             return 1
         try:
             self._record(student, executed, out)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (one submission's failure must not stop the rest)
             out.status = "error"
             out.problems.append(str(exc)[:2000])
             return 1

@@ -24,8 +24,8 @@ ATTACKS = {
     "os-exit": (SQUARE + "import os\nos._exit(0)", 0),            # kernel gone: nothing after runs
     "kill-parent": (SQUARE + "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)", 3),
     "fake-output": ("def square(x):\n    return 9\nprint('All tests passed! 3/3')", 1),
-    "swallow-errors": ("def square(x):\n    return 9\nget_ipython().set_custom_exc("
-                       "(BaseException,), lambda *a, **k: None)", 1),
+    "swallow-errors": (("def square(x):\n    return 9\n"
+                        "get_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)"), 1),
     "memory-bomb": (SQUARE + "hog = bytearray(4 << 30)", 3),
     "disk-filler": (SQUARE + "with open('fill', 'wb') as f:\n    while True:\n"
                     "        f.write(b'x' * (1 << 20))", 3),
@@ -57,10 +57,13 @@ def graded(tmp_path_factory):
     solution = nbformat.read(paths["solution"], as_version=4)
     secret_paths = [course / "source" / aid / f"{aid}.ipynb", course / "gradebook.db",
                     paths["partial"]]
-    reader = SQUARE + "for p in %r:\n    try:\n        print(open(p).read()[:300])\n" \
-        "        print('LEAKED')\n    except OSError as e:\n        print('blocked', e)\n" \
-        "try:\n    open(%r, 'a').write('x')\n    print('LEAKED')\nexcept OSError as e:\n" \
-        "    print('blocked', e)" % ([str(p) for p in secret_paths], str(course / "gradebook.db"))
+    targets = [str(p) for p in secret_paths]
+    db = str(course / "gradebook.db")
+    reader = SQUARE + (
+        f"for p in {targets!r}:\n    try:\n        print(open(p).read()[:300])\n"
+        "        print('LEAKED')\n    except OSError as e:\n        print('blocked', e)\n"
+        f"try:\n    open({db!r}, 'a').write('x')\n    print('LEAKED')\nexcept OSError as e:\n"
+        "    print('blocked', e)")
     attacks = dict(ATTACKS, **{"read-secrets": (reader, 3)})
     for name, (code, _) in attacks.items():
         nb = nbformat.from_dict(json.loads(json.dumps(solution)))
@@ -155,7 +158,7 @@ def test_killed_grader_resumes_without_lost_or_duplicate_grades(tmp_path):
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert len(list(done_dir.iterdir())) < len(family.members), "the grader finished before the kill"
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert second.returncode == 0, second.stderr
     assert "already done" in second.stderr
     scores, _, _ = families.read_scores(family, course)
