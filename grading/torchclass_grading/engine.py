@@ -1,0 +1,462 @@
+"""Grade every submission of an assignment in parallel, each kernel sandboxed.
+
+nbgrader stays the format and the gradebook. Per submission:
+1. the grader (this process) prepares the notebook exactly as `nbgrader autograde` does, with
+   nbgrader's own sanitizing preprocessors (clear outputs, restore test cells and the kernelspec
+   from the gradebook, check cell metadata);
+2. a worker process executes it with nbclient, cell by cell, while ONLY the kernel runs in the
+   sandbox (sandbox.py): hidden tests reach the kernel when their cell runs, never before;
+3. the grader records it with nbgrader's own Autograde app, whose Execute step is swapped for
+   one that hands over the executed notebook, so the gradebook, late penalties, formgrader and
+   feedback are nbgrader's. The grader is the gradebook's only writer.
+
+A kernel that dies loses the rest of its cells (each gets an error output, so scores 0); a cell
+past its time is interrupted; the kernel's own reply status counts, so swallowing a test's
+exception in the kernel does not turn it into a pass. Each graded submission is marked done
+with its timestamp, so a killed run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from torchclass_grading import sandbox
+
+REPO = Path(__file__).resolve().parents[2]
+STATE = ".torchclass-engine"
+MAX_OUTPUT = 1 << 20  # bytes of output kept per notebook; the rest is dropped as it streams in
+
+# Run in the kernel before any student cell: same submission, same result, every time.
+STARTUP = [
+    "import random as _r; _r.seed(0); del _r",
+    "exec('try:\\n import numpy as _np; _np.random.seed(0); del _np\\nexcept ImportError: pass')",
+]
+TORCH_STARTUP = [
+    ("import torch as _t; _t.manual_seed(0); _t.use_deterministic_algorithms(True, warn_only=True);"
+     " _t.set_num_threads(1); del _t"),
+]
+# Sent (silently) before each test cell: undo the usual ways of hiding a failing test's error.
+GUARD = (
+    "try:\n"
+    "    import sys as _s\n"
+    "    _ip = __import__('IPython').get_ipython()\n"
+    "    for _n in ('run_cell', 'run_cell_async', 'run_code', 'run_ast_nodes', 'showtraceback',\n"
+    "               '_showtraceback', 'showsyntaxerror'):\n"
+    "        _ip.__dict__.pop(_n, None)\n"
+    "    _ip.set_custom_exc((), None)\n"
+    "    _s.excepthook = _s.__excepthook__\n"
+    "    del _s, _ip, _n\n"
+    "except Exception:\n"
+    "    pass\n"
+)
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+@dataclass
+class Outcome:
+    student: str
+    status: str = "graded"        # graded | skipped | error
+    score: float | None = None
+    max_score: float | None = None
+    cells: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0          # notebook execution, in the worker
+
+
+# ---------------------------------------------------------------- worker side (sandboxed kernel)
+
+_slot = None
+
+
+def _init_worker(limits: sandbox.Limits, env: dict) -> None:
+    global _slot
+    _slot = sandbox.Slot(limits, env)
+
+
+def _error(ename: str, evalue: str):
+    return nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+
+
+def execute(job: dict) -> dict:
+    """Run one prepared notebook in this worker's sandbox; return it executed, with notes."""
+    from jupyter_client.manager import AsyncKernelManager
+    from nbclient import NotebookClient
+    from nbclient.exceptions import DeadKernelError
+
+    nb = nbformat.reads(job["nb"], as_version=4)
+    notes: list[str] = []
+    scratch = _slot.new_scratch()
+    t0 = time.monotonic()
+    try:
+        for src, rel in job["files"]:
+            dest = scratch / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(Path(src).read_bytes())
+            for p in [dest, *dest.parents]:
+                if p == scratch:
+                    break
+                _slot.give(p)
+        conn = scratch / "kernel.json"
+        startup = STARTUP + (TORCH_STARTUP if job["torch"] else [])
+        slot = _slot
+
+        class SandboxKernel(AsyncKernelManager):
+            def format_kernel_cmd(self, extra_arguments=None):
+                slot.give(conn)  # written by the manager just before, as the grader
+                return slot.kernel_cmd(str(conn), scratch, startup)
+
+        class Client(NotebookClient):
+            out_bytes = 0
+            truncated = False
+
+            def output(self, outs, msg, display_id, cell_index):
+                self.out_bytes += len(json.dumps(msg["content"]))
+                if self.out_bytes > job["max_output"]:
+                    if not self.truncated:
+                        self.truncated = True
+                        notes.append(f"output over {job['max_output']} bytes: the rest was dropped")
+                        outs.append(nbformat.v4.new_output(
+                            "stream", name="stderr", text="[torchclass: output truncated]\n"))
+                    return None
+                return super().output(outs, msg, display_id, cell_index)
+
+        replies = {}
+        km = SandboxKernel(transport="ipc", ip=str(scratch / "k"), connection_file=str(conn))
+        client = Client(
+            nb, km=km, timeout=job["cell_timeout"], interrupt_on_timeout=True, allow_errors=True,
+            startup_timeout=120, resources={"metadata": {"path": str(scratch)}},
+            on_cell_executed=lambda cell, cell_index, execute_reply: replies.__setitem__(
+                cell_index, execute_reply))
+        deadline = t0 + job["notebook_timeout"]
+        stopped = None  # why the remaining cells did not run
+        with client.setup_kernel():
+            for i, cell in enumerate(nb.cells):
+                if cell.cell_type != "code":
+                    continue
+                if stopped:
+                    cell.outputs = [_error("NotRun", stopped)]
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 1:
+                    stopped = f"the notebook ran past its {job['notebook_timeout']} s limit"
+                    notes.append(stopped)
+                    cell.outputs = [_error("NotRun", stopped)]
+                    continue
+                client.timeout = int(min(job["cell_timeout"], left))
+                graded = cell.metadata.get("nbgrader", {}).get("grade")
+                try:
+                    if graded:
+                        client.execute_cell(nbformat.v4.new_code_cell(GUARD), i)
+                    client.execute_cell(cell, i)
+                except DeadKernelError:
+                    stopped = f"the kernel died in cell {i}; later cells did not run"
+                    notes.append(stopped)
+                    cell.outputs.append(_error("KernelDied", stopped))
+                    continue
+                except Exception as exc:  # noqa: BLE001 (a timeout the interrupt could not end, etc.)
+                    stopped = f"cell {i} could not finish ({type(exc).__name__}); later cells did not run"
+                    notes.append(stopped)
+                    cell.outputs.append(_error(type(exc).__name__, str(exc)[:500]))
+                    continue
+                reply = replies.get(i) or {}
+                status = reply.get("content", {}).get("status")
+                has_error = any(o.get("output_type") == "error" for o in cell.outputs)
+                if status == "error" and not has_error:
+                    notes.append(f"cell {i} failed but its error output was suppressed")
+                    cell.outputs.append(_error("Error", "the cell raised an error (output suppressed)"))
+    finally:
+        _slot.finish(scratch)
+    return {"nb": nbformat.writes(nb), "notes": notes, "seconds": time.monotonic() - t0}
+
+
+# ---------------------------------------------------------------- grader side (trusted)
+
+
+def _course_config(course_dir: Path):
+    from traitlets.config.loader import Config, PyFileConfigLoader
+
+    path = course_dir / "nbgrader_config.py"
+    return PyFileConfigLoader(path.name, str(course_dir)).load_config() if path.is_file() else Config()
+
+
+def _timestamp(sub_dir: Path) -> str:
+    ts = sub_dir / "timestamp.txt"
+    stamp = ts.read_text().strip() if ts.is_file() else ""
+    h = hashlib.sha256()
+    for p in sorted(sub_dir.glob("*.ipynb")):
+        h.update(p.name.encode() + p.read_bytes())
+    return f"{stamp}|{h.hexdigest()[:16]}"
+
+
+class Engine:
+    def __init__(self, course_dir, assignment_id: str, workers: int | None = None,
+                 cell_timeout: int | None = None, notebook_timeout: int | None = None,
+                 limits: sandbox.Limits | None = None, max_output: int = MAX_OUTPUT,
+                 kernel_pythonpath: list[str] | None = None, progress=sys.stderr):
+        self.course_dir = Path(course_dir).resolve()
+        self.aid = assignment_id
+        self.workers = workers or len(os.sched_getaffinity(0))
+        self.config = _course_config(self.course_dir)
+        cfg_timeout = self.config.get("Execute", {}).get("timeout") or \
+            self.config.get("ExecutePreprocessor", {}).get("timeout")
+        self.cell_timeout = cell_timeout or int(cfg_timeout or 60)
+        self.notebook_timeout = notebook_timeout or max(600, 4 * self.cell_timeout)
+        self.limits = limits or sandbox.Limits(cpu_seconds=self.notebook_timeout + 30)
+        self.max_output = max_output
+        self.progress = progress
+        self.source_dir = self.course_dir / "source" / assignment_id
+        if not self.source_dir.is_dir():
+            raise EngineError(f"{self.source_dir}: no such assignment source")
+        self.db_url = f"sqlite:///{self.course_dir / 'gradebook.db'}"
+        self.notebooks = self._notebooks()
+        self.torch = any("torch" in (self.source_dir / f"{n}.ipynb").read_text() for n in self.notebooks)
+        paths = kernel_pythonpath or [str(REPO / "course")]
+        self.env = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8",
+            "PYTHONPATH": os.pathsep.join(paths), "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "NBGRADER_EXECUTION": "autograde",
+        }
+        if os.environ.get("TORCHCLASS_DATA"):
+            self.env["TORCHCLASS_DATA"] = os.environ["TORCHCLASS_DATA"]
+
+    def _notebooks(self) -> list[str]:
+        from nbgrader.api import Gradebook, MissingEntry
+
+        if not (self.course_dir / "gradebook.db").is_file():
+            raise EngineError(f"{self.course_dir}: no gradebook.db (run generate_assignment first)")
+        with Gradebook(self.db_url) as gb:
+            try:
+                return sorted(n.name for n in gb.find_assignment(self.aid).notebooks)
+            except MissingEntry:
+                raise EngineError(f"{self.aid}: not in {self.course_dir}/gradebook.db "
+                                  "(run generate_assignment first)") from None
+
+    def students(self) -> list[str]:
+        sub = self.course_dir / "submitted"
+        return sorted(p.parent.name for p in sub.glob(f"*/{self.aid}") if p.is_dir())
+
+    def _done_file(self, student: str) -> Path:
+        return self.course_dir / STATE / self.aid / f"{student}.done"
+
+    def _prepare(self, student: str, name: str, out: Outcome) -> str | None:
+        """The submitted notebook sanitized as nbgrader's autograde does; None if unreadable."""
+        from nbgrader.preprocessors import (
+            CheckCellMetadata,
+            ClearOutput,
+            DeduplicateIds,
+            OverwriteCells,
+            OverwriteKernelspec,
+        )
+
+        path = self.course_dir / "submitted" / student / self.aid / f"{name}.ipynb"
+        if not path.is_file():
+            out.problems.append(f"{name}.ipynb: missing from the submission (scored 0)")
+            return None
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except Exception as exc:  # noqa: BLE001 (one submission's failure must not stop the rest)
+            out.problems.append(f"{path}: not a readable notebook ({type(exc).__name__}: "
+                                f"{str(exc)[:200]}); not graded, the gradebook is left as it was")
+            out.status = "error"
+            return None
+        submitted = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source for c in nb.cells}
+        kernel = nb.metadata.get("kernelspec", {}).get("name")
+        resources = {"nbgrader": {"db_url": self.db_url, "assignment": self.aid,
+                                  "notebook": name, "student": student}}
+        try:
+            for pp in (ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells,
+                       CheckCellMetadata):
+                nb, resources = pp().preprocess(nb, resources)
+        except Exception as exc:  # noqa: BLE001 (one submission's failure must not stop the rest)
+            out.problems.append(f"{path}: cannot be prepared for grading ({str(exc)[:300]})")
+            return None
+        if kernel != nb.metadata.get("kernelspec", {}).get("name"):
+            out.problems.append(f"{name}: kernel {kernel!r} replaced by the assignment's")
+        from nbgrader.api import Gradebook
+
+        with Gradebook(self.db_url) as gb:
+            for gc in gb.find_notebook(name, self.aid).grade_cells:
+                if gc.name not in submitted:
+                    out.problems.append(f"{name}: test cell {gc.name} deleted or renamed (scored 0)")
+        # Edited test cells: compared with what students were handed (hidden tests left out).
+        release = self.course_dir / "release" / self.aid / f"{name}.ipynb"
+        handed = {}
+        if release.is_file():
+            handed = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source
+                      for c in nbformat.read(release, as_version=4).cells
+                      if c.metadata.get("nbgrader", {}).get("grade")}
+        for gid, text in handed.items():
+            if gid in submitted and submitted[gid] != text:
+                out.problems.append(f"{name}: test cell {gid} was edited; restored from the source")
+        return nbformat.writes(nb)
+
+    def _files(self, student: str) -> list[tuple[str, str]]:
+        """The data files the kernel may see: the assignment's (as nbgrader overwrites them)."""
+        files = {}
+        for base in (self.course_dir / "submitted" / student / self.aid, self.source_dir):
+            for p in base.rglob("*"):
+                rel = p.relative_to(base)
+                if p.is_file() and not p.is_symlink() and p.suffix != ".ipynb" \
+                        and rel.name != "timestamp.txt" and ".ipynb_checkpoints" not in rel.parts:
+                    files[str(rel)] = str(p)
+        return [(src, rel) for rel, src in files.items()]
+
+    def _record(self, student: str, executed: dict[str, str], out: Outcome) -> None:
+        """nbgrader's Autograde for this student, with the executed notebooks swapped in."""
+        from nbconvert.preprocessors import ClearMetadataPreprocessor, Preprocessor
+        from nbgrader.apps import NbGraderAPI
+        from nbgrader.coursedir import CourseDirectory
+        from nbgrader.preprocessors import (
+            AssignLatePenalties,
+            CheckCellMetadata,
+            IgnorePattern,
+            LimitOutput,
+            SaveAutoGrades,
+        )
+        from traitlets.config import Config
+
+        class Replay(Preprocessor):
+            enabled = True
+
+            def preprocess(self, nb, resources):
+                name = resources["unique_key"]
+                if name not in executed:  # unreadable: graded as nothing ran
+                    for cell in nb.cells:
+                        if cell.cell_type == "code":
+                            cell.outputs = [_error("NotRun", "the notebook could not be run")]
+                    return nb, resources
+                done = nbformat.reads(executed[name], as_version=4)
+                if len(done.cells) != len(nb.cells):
+                    raise EngineError(f"{student}/{name}: executed notebook does not match")
+                return done, resources
+
+        config = Config(self.config)
+        config.Autograde.autograde_preprocessors = [
+            Replay, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
+            AssignLatePenalties, CheckCellMetadata]
+        coursedir = CourseDirectory(config=config, root=str(self.course_dir))
+        api = NbGraderAPI(coursedir=coursedir, config=config)
+        result = api.autograde(self.aid, student, force=True, create=True)
+        if not result["success"]:
+            raise EngineError(f"{student}: nbgrader could not record the grade:\n"
+                              f"{result.get('error') or result.get('log')}")
+        from nbgrader.api import Gradebook
+
+        with Gradebook(self.db_url) as gb:
+            sub = gb.find_submission(self.aid, student)
+            out.score, out.max_score = float(sub.score), float(sub.max_score)
+            for snb in sub.notebooks:
+                for g in snb.grades:
+                    out.cells[g.name] = float(g.score)
+
+    def run(self, force: bool = False) -> list[Outcome]:
+        students = self.students()
+        outcomes: dict[str, Outcome] = {}
+        jobs = {}
+        for s in students:
+            out = outcomes[s] = Outcome(s)
+            stamp = _timestamp(self.course_dir / "submitted" / s / self.aid)
+            done = self._done_file(s)
+            if not force and done.is_file() and done.read_text() == stamp:
+                out.status = "skipped"
+                continue
+            prepared = {n: self._prepare(s, n, out) for n in self.notebooks}
+            jobs[s] = (stamp, prepared)
+        if sandbox.os.geteuid() != 0:
+            self._say("warning: not root, so kernels run as you with rlimits only (no user "
+                      "switch, network left on)\n")
+        total, finished, failures = len(jobs), 0, 0
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(min(self.workers, max(total, 1)), mp_context=ctx,
+                                    initializer=_init_worker,
+                                    initargs=(self.limits, self.env)) as pool:
+            futures = {}
+            for s, (_stamp, prepared) in jobs.items():
+                for name, text in prepared.items():
+                    if text is None:
+                        continue
+                    job = {"nb": text, "files": self._files(s), "torch": self.torch,
+                           "cell_timeout": self.cell_timeout, "max_output": self.max_output,
+                           "notebook_timeout": self.notebook_timeout}
+                    futures[pool.submit(execute, job)] = (s, name)
+            pending = {s: {n for n, t in p.items() if t is not None} for s, (_, p) in jobs.items()}
+            executed: dict[str, dict[str, str]] = {s: {} for s in jobs}
+            ready = [s for s in jobs if not pending[s]]
+            for fut in cf.as_completed(futures):
+                s, name = futures[fut]
+                out = outcomes[s]
+                try:
+                    res = fut.result()
+                    executed[s][name] = res["nb"]
+                    out.problems += [f"{name}: {n}" for n in res["notes"]]
+                    out.seconds += res["seconds"]
+                except Exception as exc:  # noqa: BLE001 (one submission's failure must not stop the rest)
+                    out.problems.append(f"{name}: the grader failed to run it ({exc})")
+                pending[s].discard(name)
+                if not pending[s]:
+                    ready.append(s)
+                while ready:
+                    s = ready.pop()
+                    failures += self._finish(s, jobs[s][0], executed[s], outcomes[s])
+                    finished += 1
+                    self._say(f"\r{self.aid}: {finished}/{total} graded, {failures} with problems")
+            for s in ready:
+                failures += self._finish(s, jobs[s][0], executed[s], outcomes[s])
+                finished += 1
+        self._say(f"\r{self.aid}: {finished}/{total} graded, {failures} with problems, "
+                  f"{sum(o.status == 'skipped' for o in outcomes.values())} already done\n")
+        return [outcomes[s] for s in students]
+
+    def _finish(self, student: str, stamp: str, executed: dict[str, str], out: Outcome) -> int:
+        if out.status == "error":  # nbgrader itself cannot read it either
+            return 1
+        try:
+            self._record(student, executed, out)
+        except Exception as exc:  # noqa: BLE001 (one submission's failure must not stop the rest)
+            out.status = "error"
+            out.problems.append(str(exc)[:2000])
+            return 1
+        done = self._done_file(student)
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(stamp)
+        return 1 if out.problems else 0
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            self.progress.write(text)
+            self.progress.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="torchclass-grade-engine", description=__doc__.split("\n")[0])
+    ap.add_argument("course_dir")
+    ap.add_argument("assignment")
+    ap.add_argument("--workers", type=int)
+    ap.add_argument("--force", action="store_true", help="regrade submissions already graded")
+    args = ap.parse_args(argv)
+    engine = Engine(args.course_dir, args.assignment, workers=args.workers)
+    outcomes = engine.run(force=args.force)
+    for o in outcomes:
+        if o.problems or o.status == "error":
+            print(f"{o.student}: {o.status}, score {o.score}: " + "; ".join(o.problems))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The grading engine on a tiny assignment: its family, an attack family, kill-and-resume.
+
+One graded run serves every attack check (a run costs seconds of kernel start-ups).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import nbformat
+import pytest
+from torchclass_grading import engine, families, sandbox
+from toy_assignment import write_toy_assignment
+
+pytestmark = pytest.mark.grading
+
+SQUARE = "def square(x):\n    return x * x\n"
+# member -> (code put in the `square` solution cell, expected total score out of 3)
+ATTACKS = {
+    "sys-exit": (SQUARE + "import sys\nsys.exit(1)", 3),          # IPython survives SystemExit
+    "os-exit": (SQUARE + "import os\nos._exit(0)", 0),            # kernel gone: nothing after runs
+    "kill-parent": (SQUARE + "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)", 3),
+    "fake-output": ("def square(x):\n    return 9\nprint('All tests passed! 3/3')", 1),
+    "swallow-errors": (("def square(x):\n    return 9\n"
+                        "get_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)"), 1),
+    "memory-bomb": (SQUARE + "hog = bytearray(4 << 30)", 3),
+    "disk-filler": (SQUARE + "with open('fill', 'wb') as f:\n    while True:\n"
+                    "        f.write(b'x' * (1 << 20))", 3),
+    "network": (SQUARE + "import socket\nfor host in ('1.1.1.1', '127.0.0.1'):\n    try:\n"
+                "        socket.create_connection((host, 80), timeout=2)\n        print('NETWORK-OPEN')\n"
+                "    except OSError as e:\n        print('blocked', e)", 3),
+    "huge-output": (SQUARE + "for _ in range(200):\n    print('x' * 100_000)", 3),
+}
+
+
+def _submit(course, aid, name, nb_or_text):
+    dest = course / "submitted" / name / aid
+    dest.mkdir(parents=True)
+    path = dest / f"{aid}.ipynb"
+    if isinstance(nb_or_text, str):
+        path.write_text(nb_or_text)
+    else:
+        nbformat.write(nb_or_text, path)
+    (dest / "timestamp.txt").write_text("2026-01-01 00:00:00.000000 UTC")
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("engine")
+    family = families.load_family(write_toy_assignment(tmp))
+    course = tmp / "course"
+    paths = families.build_family(family, course)
+    aid = family.assignment_id
+    solution = nbformat.read(paths["solution"], as_version=4)
+    secret_paths = [course / "source" / aid / f"{aid}.ipynb", course / "gradebook.db",
+                    paths["partial"]]
+    targets = [str(p) for p in secret_paths]
+    db = str(course / "gradebook.db")
+    reader = SQUARE + (
+        f"for p in {targets!r}:\n    try:\n        print(open(p).read()[:300])\n"
+        "        print('LEAKED')\n    except OSError as e:\n        print('blocked', e)\n"
+        f"try:\n    open({db!r}, 'a').write('x')\n    print('LEAKED')\nexcept OSError as e:\n"
+        "    print('blocked', e)")
+    attacks = dict(ATTACKS, **{"read-secrets": (reader, 3)})
+    for name, (code, _) in attacks.items():
+        nb = nbformat.from_dict(json.loads(json.dumps(solution)))
+        for cell in nb.cells:
+            if cell.metadata.get("nbgrader", {}).get("grade_id") == "square":
+                cell.source = code
+        _submit(course, aid, name, nb)
+    deleted = nbformat.from_dict(json.loads(json.dumps(solution)))
+    deleted.cells = [c for c in deleted.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test-add"]
+    _submit(course, aid, "deleted-cell", deleted)
+    wrong_kernel = nbformat.from_dict(json.loads(json.dumps(solution)))
+    wrong_kernel.metadata.kernelspec = {"name": "evil", "display_name": "evil", "language": "python"}
+    _submit(course, aid, "wrong-kernel", wrong_kernel)
+    _submit(course, aid, "corrupt-json", '{"cells": [ this is not json')
+    eng = engine.Engine(course, aid, workers=2, max_output=200_000,
+                        limits=sandbox.Limits(cpu_seconds=60, memory_bytes=1 << 30,
+                                              file_bytes=16 << 20))
+    t0 = time.monotonic()
+    outcomes = {o.student: o for o in eng.run()}
+    print(f"engine graded {len(outcomes)} submissions in {time.monotonic() - t0:.1f} s")
+    for o in outcomes.values():
+        print(o)
+    return family, course, attacks, outcomes
+
+
+def _cell_text(course, aid, student, grade_id):
+    nb = nbformat.read(course / "autograded" / student / aid / f"{aid}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+            return json.dumps(cell.get("outputs", []))
+    raise AssertionError(f"{student}: no cell {grade_id}")
+
+
+def test_family_scores_match_the_expected_ones(graded):
+    family, course, _, outcomes = graded
+    scores, _, _ = families.read_scores(family, course)
+    for name, member in family.members.items():
+        assert scores[name].total == member.score, (name, outcomes[name])
+        for cell, points in member.cells_scores.items():
+            assert scores[name].cells[cell] == points, (name, cell)
+
+
+def test_attacks_are_scored_honestly(graded):
+    _, _, attacks, outcomes = graded
+    for name, (_, expected) in attacks.items():
+        assert outcomes[name].status == "graded", outcomes[name]
+        assert outcomes[name].score == expected, outcomes[name]
+
+
+def test_nothing_leaks_and_the_sandbox_holds(graded):
+    family, course, _, outcomes = graded
+    aid = family.assignment_id
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox's user switch and network namespace need root")
+    secrets = _cell_text(course, aid, "read-secrets", "square")
+    assert "LEAKED" not in secrets and secrets.count("blocked") == 4, secrets
+    net = _cell_text(course, aid, "network", "square")
+    assert "NETWORK-OPEN" not in net and net.count("blocked") == 2, net
+    assert "MemoryError" in _cell_text(course, aid, "memory-bomb", "square")
+    assert "File too large" in _cell_text(course, aid, "disk-filler", "square")
+    assert any("kernel died" in p for p in outcomes["os-exit"].problems), outcomes["os-exit"]
+    huge = course / "autograded" / "huge-output" / aid / f"{aid}.ipynb"
+    assert huge.stat().st_size < 1_000_000
+    assert any("truncated" in p or "dropped" in p for p in outcomes["huge-output"].problems)
+
+
+def test_broken_submissions_are_reported_and_the_rest_graded(graded):
+    _, _, _, outcomes = graded
+    assert any("test-add deleted or renamed" in p for p in outcomes["deleted-cell"].problems)
+    assert outcomes["deleted-cell"].score == 2
+    assert any("kernel 'evil' replaced" in p for p in outcomes["wrong-kernel"].problems)
+    assert outcomes["wrong-kernel"].score == 3
+    corrupt = outcomes["corrupt-json"]
+    assert any("not a readable notebook" in p for p in corrupt.problems), corrupt
+    assert corrupt.status == "error" and corrupt.score is None
+    assert any("edited; restored" in p for p in outcomes["cheat"].problems)
+
+
+def test_killed_grader_resumes_without_lost_or_duplicate_grades(tmp_path):
+    family = families.load_family(write_toy_assignment(tmp_path))
+    course = tmp_path / "course"
+    families.build_family(family, course)
+    aid = family.assignment_id
+    cmd = [sys.executable, "-m", "torchclass_grading.engine", str(course), aid, "--workers", "1"]
+    first = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    done_dir = course / engine.STATE / aid
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not (done_dir.is_dir() and any(done_dir.iterdir())):
+        assert first.poll() is None, first.stderr.read()
+        time.sleep(0.2)
+    assert done_dir.is_dir() and any(done_dir.iterdir()), "no grade landed within 180 s"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert len(list(done_dir.iterdir())) < len(family.members), "the grader finished before the kill"
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert second.returncode == 0, second.stderr
+    assert "already done" in second.stderr
+    scores, _, _ = families.read_scores(family, course)
+    assert {n: scores[n].total for n in family.members} == \
+        {n: m.score for n, m in family.members.items()}
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        assert len(gb.assignment_submissions(aid)) == len(family.members)
