@@ -193,6 +193,10 @@ class Classroom:
         return self.data_dir / "lib"
 
     @property
+    def lessons_dir(self) -> Path:  # master copy of the lessons, copied into each new home
+        return self.data_dir / "lessons"
+
+    @property
     def student_config_dir(self) -> Path:  # JUPYTER_CONFIG_PATH of student servers
         return self.data_dir / "etc" / "student"
 

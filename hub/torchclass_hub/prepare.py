@@ -62,6 +62,28 @@ def course_library(classroom: Classroom) -> None:
     os.chmod(exchange_module, 0o644)
 
 
+def lessons(classroom: Classroom) -> None:
+    """The master copy of the lesson notebooks (stage*/lessons, tools) that each student's
+    server copies into ~/lessons at start (spawners/local.py). Replaced on every `up`, so a
+    course update reaches students; their own copies are never touched."""
+    dest = classroom.lessons_dir
+    tmp = dest.with_name(dest.name + ".new")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    for nb in sorted(REPO.glob("course/stage*/lessons/*.ipynb")):
+        (tmp / nb.parent.parent.name).mkdir(exist_ok=True)
+        shutil.copyfile(nb, tmp / nb.parent.parent.name / nb.name)
+    for nb in sorted(REPO.glob("course/tools/*.ipynb")):
+        (tmp / "tools").mkdir(exist_ok=True)
+        shutil.copyfile(nb, tmp / "tools" / nb.name)
+    for p in [tmp, *tmp.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+
+
 def student_config(classroom: Classroom) -> None:
     """JUPYTER_CONFIG_PATH of every student server: course id, exchange, instructor UI off."""
     etc = classroom.student_config_dir
@@ -141,6 +163,7 @@ def everything(classroom: Classroom, log=print) -> dict:
     new_users = accounts.ensure_passwords(classroom)
     grader_account(classroom)
     course_library(classroom)
+    lessons(classroom)
     student_config(classroom)
     c = course(classroom)
     exchange(classroom)

@@ -74,6 +74,18 @@ def _submit_and_grade(classroom):
             "release": release, "max": family["max_score"]}
 
 
+def test_students_find_every_lesson_in_their_home(classroom, graded):
+    client = next(iter(graded["clients"].values()))
+    for stage_dir in sorted(config.REPO.glob("course/stage*/lessons")):
+        stage = stage_dir.parent.name
+        r = client.get_file(f"lessons/{stage}")
+        assert r.status_code == 200, f"{stage}: {r.status_code} {r.text[:200]}"
+        listed = {f["name"]: f for f in r.json()["content"]}
+        expected = {nb.name for nb in stage_dir.glob("*.ipynb")}
+        assert set(listed) == expected
+        assert all(f["writable"] for f in listed.values()), "lessons must be the student's own"
+
+
 def test_wrong_password_is_refused(classroom):
     client = HubClient(classroom.url, classroom.students[0])
     r = client.login("not-the-password")
