@@ -153,6 +153,18 @@ def torchclass_settings(values):
     return values["jupyterhub"]["custom"]["torchclass"]
 
 
+def cpu_pool_pod_spec(tc: dict) -> dict:
+    """What every torchclass-run pod on the CPU pool shares (data Job, formgraders): non-root,
+    no API credentials, the pool's placement."""
+    return {
+        "securityContext": {"fsGroup": 100, "runAsNonRoot": True,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "automountServiceAccountToken": False,
+        "nodeSelector": tc["cpuPool"].get("nodeSelector") or {},
+        "tolerations": tc["cpuPool"].get("tolerations") or [],
+    }
+
+
 def image_ref(image):
     return f"{image['name']}:{image['tag']}"
 
@@ -248,11 +260,7 @@ def _data_job_spec(tc):
             "metadata": {"labels": {**LABEL_PART_OF, "app.kubernetes.io/component": "data"}},
             "spec": {
                 "restartPolicy": "OnFailure",
-                "securityContext": {"fsGroup": 100, "runAsNonRoot": True,
-                                    "seccompProfile": {"type": "RuntimeDefault"}},
-                "automountServiceAccountToken": False,
-                "nodeSelector": tc["cpuPool"].get("nodeSelector") or {},
-                "tolerations": tc["cpuPool"].get("tolerations") or [],
+                **cpu_pool_pod_spec(tc),
                 "containers": [{
                     "name": "stage",
                     "image": image_ref(tc["images"]["cpu"]),
@@ -339,11 +347,7 @@ def formgrader(tc, course):
             "template": {
                 "metadata": {"labels": pod_labels},
                 "spec": {
-                    "securityContext": {"fsGroup": 100, "runAsNonRoot": True,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "automountServiceAccountToken": False,
-                    "nodeSelector": tc["cpuPool"].get("nodeSelector") or {},
-                    "tolerations": tc["cpuPool"].get("tolerations") or [],
+                    **cpu_pool_pod_spec(tc),
                     "containers": [{
                         "name": "formgrader",
                         "image": image_ref(tc["images"]["cpu"]),
