@@ -61,10 +61,12 @@ KNOWN_ENGINE_BUGS = {
 
 
 def _params():
+    params = []
     for path in ASSIGNMENTS:
         bug = KNOWN_ENGINE_BUGS.get(path.name)
         marks = [pytest.mark.xfail(reason=bug, strict=True)] if bug else []
-        yield pytest.param(path, id=path.name, marks=marks)
+        params.append(pytest.param(path, id=path.name, marks=marks))
+    return params
 
 
 @pytest.mark.parametrize("assignment_dir", _params())
