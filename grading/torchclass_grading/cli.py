@@ -130,8 +130,10 @@ def grade(classroom, course: Course, args) -> int:
         _give_back(course)
     failed = [o for o in outcomes if o.status == "error"]
     noted = [o for o in outcomes if o.problems and o.status != "error"]
-    print(f"{aid}: {len(outcomes) - len(failed)} of {len(outcomes)} submissions graded, "
-          f"{len(noted)} with problems noted, {len(failed)} could not be graded")
+    unchanged = sum(o.status == "skipped" for o in outcomes)
+    print(f"{aid}: {len(outcomes) - len(failed)} of {len(outcomes)} submissions graded "
+          f"({unchanged} unchanged since an earlier run), {len(noted)} with problems noted, "
+          f"{len(failed)} could not be graded")
     for o in failed:
         print(f"  {o.student}: " + "; ".join(o.problems))
     print(f"report: {html_path}\ngrades: {csv_path}")

@@ -149,21 +149,19 @@ def test_a_resumed_run_still_reports_everything(graded, tmp_path):
     assert row["status"] == "resubmitted" and "grade it again" in row["problems"]
 
 
-def test_report_command_names_the_file_and_the_fix(graded, tmp_path):
+def test_report_command_names_the_file_and_the_fix(graded, tmp_path, capsys):
     info, _, _ = graded
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(REPO / d) for d in ("hub", "grading", "course")))
-    cmd = [sys.executable, "-m", "torchclass_grading.report"]
-    bad = subprocess.run([*cmd, info["course"], "no-such-assignment", "--out", str(tmp_path)],
-                         capture_output=True, text=True, env=env, check=False)
-    assert bad.returncode == 2
-    assert "gradebook.db: no assignment 'no-such-assignment'" in bad.stderr and "Fix:" in bad.stderr
-    empty = subprocess.run([*cmd, str(tmp_path), info["aid"]], capture_output=True, text=True,
-                           env=env, check=False)
-    assert empty.returncode == 2 and f"{tmp_path / 'gradebook.db'}: no gradebook" in empty.stderr
-    good = subprocess.run([*cmd, info["course"], info["aid"], "--out", str(tmp_path / "r")],
+    good = subprocess.run([sys.executable, "-m", "torchclass_grading.report", info["course"],
+                           info["aid"], "--out", str(tmp_path / "r")],
                           capture_output=True, text=True, env=env, check=False)
     assert good.returncode == 0, good.stderr
     assert (tmp_path / "r" / f"{info['aid']}-report.html").is_file()
+    assert report.main([info["course"], "no-such-assignment", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "gradebook.db: no assignment 'no-such-assignment'" in err and "Fix:" in err
+    assert report.main([str(tmp_path), info["aid"]]) == 2
+    assert f"{tmp_path / 'gradebook.db'}: no gradebook" in capsys.readouterr().err
 
 
 def test_feedback_from_engine_graded_notebooks_hides_hidden_tests(graded, tmp_path):
