@@ -81,6 +81,7 @@ class Row:
     max_score: float | None = None
     cells: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    seconds: float | None = None  # the notebook's run time in the engine
 
 
 @dataclass
@@ -205,6 +206,7 @@ def build(course_dir, assignment: str) -> Report:
         state = engine.read_state(course_dir / engine.STATE / assignment / f"{student}.done")
         if state:
             row.problems = [redact(str(p)) for p in state["problems"]]
+            row.seconds = float(state["seconds"])
             if state["status"] == "error":
                 row.status = ERROR
             elif student in on_disk and \
@@ -378,6 +380,9 @@ def render_html(report: Report) -> str:
          f"mean (of {_num(report.max_score)})", False),
         (_num(statistics.median(totals)) if totals else "–", "median", False),
     ]
+    times = [r.seconds for r in report.rows if r.seconds]
+    if times:
+        cards.append((f"{statistics.median(times):.1f} s", "median run time", False))
     missing = sum(r.status == NO_SUBMISSION for r in report.rows)
     if missing:
         cards.append((missing, "on the roster, no submission", False))
@@ -461,13 +466,13 @@ def render_html(report: Report) -> str:
     out.append('<section id="students"><h2>All students</h2><table><thead><tr><th>student</th>'
                '<th>status</th><th class="n">total</th>'
                + "".join(f'<th class="n">{E(c.key)}</th>' for c in report.cells)
-               + "</tr></thead><tbody>")
+               + '<th class="n">run time</th></tr></thead><tbody>')
     for r in report.rows:
         out.append(f'<tr class="student" data-student="{E(r.student)}"><td>{E(r.student)}</td>'
                    f'<td class="status-{E(r.status.replace(" ", "-"))}">{E(r.status)}</td>'
                    f'<td class="n">{_num(r.total)}</td>'
                    + "".join(f'<td class="n">{_num(r.cells.get(c.key))}</td>' for c in report.cells)
-                   + "</tr>")
+                   + f'<td class="n">{f"{r.seconds:.1f} s" if r.seconds else ""}</td></tr>')
     out.append("</tbody></table></section></main></body></html>\n")
     return "\n".join(out)
 

@@ -94,6 +94,9 @@ def test_html_numbers_match_the_gradebook(graded):
     assert re.search(r'<td class="n">1</td><td class="msg">NotImplementedError</td>'
                      r'<td class="who">untouched</td>', square), square
     assert "script-error" in square and "ValueError: " in square
+    # the run time each submission's notebook took, kept in the engine's records
+    assert re.search(r'data-student="solution">.*?<td class="n">\d+\.\d s</td></tr>', page)
+    assert re.search(r'data-student="corrupt-json">.*?<td class="n"></td></tr>', page)
     problems = re.findall(r'<tr class="problem" data-student="([^"]+)"', page)
     assert set(problems) == {"corrupt-json", "deleted-cell", "cheat"}
 
