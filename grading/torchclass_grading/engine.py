@@ -161,10 +161,10 @@ def execute(job: dict) -> dict:
                     return await super().launch_kernel(cmd, **kwargs)
                 self.process = forked
                 self.pid = forked.pid
-                try:
-                    self.pgid = os.getpgid(forked.pid)
-                except OSError:
-                    self.pgid = None
+                # The kernel's first act is setsid(), so its group is its pid. Asking getpgid()
+                # now can race that and return the grader's own group: an interrupt (SIGINT to
+                # the group) would then hit the grader and whatever started it.
+                self.pgid = forked.pid
                 self.cwd = str(scratch)
                 return self.connection_info
 
