@@ -161,10 +161,10 @@ def execute(job: dict) -> dict:
                     return await super().launch_kernel(cmd, **kwargs)
                 self.process = forked
                 self.pid = forked.pid
-                try:
-                    self.pgid = os.getpgid(forked.pid)
-                except OSError:
-                    self.pgid = None
+                # The kernel's first act is setsid(), so its group is its pid. Asking getpgid()
+                # now can race that and return the grader's own group: an interrupt (SIGINT to
+                # the group) would then hit the grader and whatever started it.
+                self.pgid = forked.pid
                 self.cwd = str(scratch)
                 return self.connection_info
 
@@ -296,6 +296,25 @@ def _timestamp(sub_dir: Path) -> str:
     for p in sorted(sub_dir.glob("*.ipynb")):
         h.update(p.name.encode() + p.read_bytes())
     return f"{stamp}|{h.hexdigest()[:16]}"
+
+
+def read_state(path: Path) -> dict | None:
+    """A submission's .done record (stamp, status, problems, seconds); None if absent or torn."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(state, dict) and isinstance(state.get("stamp"), str) and \
+        isinstance(state.get("problems"), list)
+    return {"status": "graded", "seconds": 0.0, **state} if ok else None
+
+
+def write_state(path: Path, state: dict) -> None:
+    # Replaced in one step: a grader killed mid-write leaves the old record or none, never half.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, path)
 
 
 class Engine:
@@ -466,16 +485,18 @@ class Engine:
                 for g in snb.grades:
                     out.cells[g.name] = float(g.score)
 
-    def run(self, force: bool = False) -> list[Outcome]:
-        students = self.students()
+    def run(self, force: bool = False, only: list[str] | None = None) -> list[Outcome]:
+        """Grade every submission not graded yet (all with force; only these students if given)."""
+        students = [s for s in self.students() if only is None or s in only]
         outcomes: dict[str, Outcome] = {}
         jobs = {}
         for s in students:
             out = outcomes[s] = Outcome(s)
             stamp = _timestamp(self.course_dir / "submitted" / s / self.aid)
-            done = self._done_file(s)
-            if not force and done.is_file() and done.read_text() == stamp:
+            state = read_state(self._done_file(s))
+            if not force and state and state["stamp"] == stamp and state["status"] != "error":
                 out.status = "skipped"
+                out.problems, out.seconds = list(state["problems"]), state["seconds"]
                 continue
             prepared = {n: self._prepare(s, n, out) for n in self.notebooks}
             jobs[s] = (stamp, prepared)
@@ -516,27 +537,32 @@ class Engine:
                     s = ready.pop()
                     failures += self._finish(s, jobs[s][0], executed[s], outcomes[s])
                     finished += 1
-                    self._say(f"\r{self.aid}: {finished}/{total} graded, {failures} with problems")
+                    self._say("\r" + self._bar(finished, total, failures))
             for s in ready:
                 failures += self._finish(s, jobs[s][0], executed[s], outcomes[s])
                 finished += 1
-        self._say(f"\r{self.aid}: {finished}/{total} graded, {failures} with problems, "
+        self._say("\r" + self._bar(finished, total, failures) + ", "
                   f"{sum(o.status == 'skipped' for o in outcomes.values())} already done\n")
         return [outcomes[s] for s in students]
 
     def _finish(self, student: str, stamp: str, executed: dict[str, str], out: Outcome) -> int:
-        if out.status == "error":  # nbgrader itself cannot read it either
-            return 1
-        try:
-            self._record(student, executed, out)
-        except Exception as exc:  # noqa: BLE001 (one submission's failure must not stop the rest)
-            out.status = "error"
-            out.problems.append(str(exc)[:2000])
-            return 1
-        done = self._done_file(student)
-        done.parent.mkdir(parents=True, exist_ok=True)
-        done.write_text(stamp)
-        return 1 if out.problems else 0
+        # An unreadable notebook (status error) is not recorded: nbgrader cannot read it either.
+        if out.status != "error":
+            try:
+                self._record(student, executed, out)
+            except Exception as exc:  # noqa: BLE001 (one submission's failure must not stop the rest)
+                out.status = "error"
+                out.problems.append(str(exc)[:2000])
+        # Errors are written too, for the report; a later run tries them again.
+        write_state(self._done_file(student), {
+            "stamp": stamp, "status": out.status, "problems": out.problems,
+            "seconds": round(out.seconds, 3)})
+        return 1 if out.problems or out.status == "error" else 0
+
+    def _bar(self, finished: int, total: int, failures: int, width: int = 30) -> str:
+        filled = width * finished // total if total else width
+        return (f"{self.aid} [{'#' * filled}{'.' * (width - filled)}] "
+                f"{finished}/{total} graded, {failures} with problems")
 
     def _say(self, text: str) -> None:
         if self.progress:
@@ -556,6 +582,10 @@ def main(argv: list[str] | None = None) -> int:
     for o in outcomes:
         if o.problems or o.status == "error":
             print(f"{o.student}: {o.status}, score {o.score}: " + "; ".join(o.problems))
+    from torchclass_grading import report
+
+    for path in report.write_report(engine.course_dir, args.assignment):
+        print(f"report: {path}")
     return 0
 
 
