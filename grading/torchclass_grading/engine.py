@@ -82,9 +82,21 @@ class Outcome:
 _slot = None
 
 
-def _init_worker(limits: sandbox.Limits, env: dict) -> None:
+def _slot_class(backend: str):
+    """Where kernels run: "local" (sandbox.py) or "docker" (docker_backend.py)."""
+    if backend == "docker":
+        from torchclass_grading.docker_backend import DockerSlot
+
+        return DockerSlot
+    if backend != "local":
+        raise EngineError(f"unknown backend {backend!r} (choose local or docker)")
+    return sandbox.Slot
+
+
+def _init_worker(limits: sandbox.Limits, env: dict, backend: str = "local",
+                 options: dict | None = None) -> None:
     global _slot
-    _slot = sandbox.Slot(limits, env)
+    _slot = _slot_class(backend)(limits, env, **(options or {}))
 
 
 def _error(ename: str, evalue: str):
@@ -206,8 +218,12 @@ class Engine:
     def __init__(self, course_dir, assignment_id: str, workers: int | None = None,
                  cell_timeout: int | None = None, notebook_timeout: int | None = None,
                  limits: sandbox.Limits | None = None, max_output: int = MAX_OUTPUT,
-                 kernel_pythonpath: list[str] | None = None, progress=sys.stderr):
+                 kernel_pythonpath: list[str] | None = None, progress=sys.stderr,
+                 backend: str = "local", image: str | None = None):
         self.course_dir = Path(course_dir).resolve()
+        _slot_class(backend)  # an unknown backend fails here, not in every worker
+        self.backend = backend
+        self.backend_options = {"image": image} if backend == "docker" and image else {}
         self.aid = assignment_id
         self.workers = workers or len(os.sched_getaffinity(0))
         self.config = _course_config(self.course_dir)
@@ -378,14 +394,15 @@ class Engine:
                 continue
             prepared = {n: self._prepare(s, n, out) for n in self.notebooks}
             jobs[s] = (stamp, prepared)
-        if sandbox.os.geteuid() != 0:
+        if self.backend == "local" and sandbox.os.geteuid() != 0:
             self._say("warning: not root, so kernels run as you with rlimits only (no user "
                       "switch, network left on)\n")
         total, finished, failures = len(jobs), 0, 0
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(min(self.workers, max(total, 1)), mp_context=ctx,
                                     initializer=_init_worker,
-                                    initargs=(self.limits, self.env)) as pool:
+                                    initargs=(self.limits, self.env, self.backend,
+                                              self.backend_options)) as pool:
             futures = {}
             for s, (_stamp, prepared) in jobs.items():
                 for name, text in prepared.items():
@@ -449,8 +466,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("assignment")
     ap.add_argument("--workers", type=int)
     ap.add_argument("--force", action="store_true", help="regrade submissions already graded")
+    ap.add_argument("--backend", choices=("local", "docker"), default="local",
+                    help="where kernels run: the local sandbox or a container of the notebook image")
+    ap.add_argument("--image", help="notebook image for --backend docker "
+                    "(default: torchclass/notebook:<version>, as `make build-cpu` tags it)")
     args = ap.parse_args(argv)
-    engine = Engine(args.course_dir, args.assignment, workers=args.workers)
+    engine = Engine(args.course_dir, args.assignment, workers=args.workers,
+                    backend=args.backend, image=args.image)
     outcomes = engine.run(force=args.force)
     for o in outcomes:
         if o.problems or o.status == "error":
