@@ -148,13 +148,16 @@ class DockerSlot:
                "--security-opt", "no-new-privileges",
                f"--memory={lim.memory_bytes}", f"--memory-swap={lim.memory_bytes}",
                f"--cpus={self.cpus}", f"--pids-limit={lim.processes}",
+               # The cgroup ends a kernel over its memory; the data rlimit first turns one big
+               # allocation into a MemoryError the student can read, as the local sandbox does.
+               "--ulimit", f"data={lim.memory_bytes}:{lim.memory_bytes}",
                "--ulimit", f"cpu={lim.cpu_seconds}:{lim.cpu_seconds}",
                "--ulimit", f"fsize={lim.file_bytes}:{lim.file_bytes}",
                "--ulimit", f"nofile={lim.open_files}:{lim.open_files}",
                "--ulimit", "core=0:0",
                # The kernel's raw stdout reaches the grader through the attached client only;
                # a log driver would keep a copy on the engine's disk.
-               "--log-driver", "none",
+               "--log-driver", "none", "--no-healthcheck",
                "-v", f"{scratch}:{scratch}", "-w", str(scratch)]
         if self.data and Path(self.data).is_dir():
             cmd += ["-v", f"{self.data}:{IMAGE_DATA}:ro"]
