@@ -25,6 +25,23 @@ pytestmark = [pytest.mark.grading, pytest.mark.docker]
 IMAGES_TESTS = Path(__file__).resolve().parents[1] / "images"
 SQUARE = "def square(x):\n    return x * x\n"
 LIMITS = sandbox.Limits(cpu_seconds=60, memory_bytes=1 << 30, processes=64, file_bytes=16 << 20)
+FORK_BOMB = """\
+import os, signal, time
+kids = []
+try:
+    for _ in range(500):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(600)
+            os._exit(0)
+        kids.append(pid)
+except OSError as e:
+    print('capped', type(e).__name__)
+for pid in kids:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+print('children', len(kids))
+"""
 
 
 def _image_builder():
@@ -69,15 +86,12 @@ def _probes(course: Path, aid: str, other: Path) -> dict[str, tuple[str, float]]
             "        print('blocked', e.strerror)\n"
             "open('here.txt', 'w').write('scratch is writable')\nprint(open('here.txt').read())"), 3),
         "memory-bomb": (SQUARE + "hog = bytearray(4 << 30)", 3),
-        # Forks until the pids cgroup says no, then ends its children: a kernel left with no
-        # pid to spare cannot start a thread, and would only time out.
+        # A separate process forks until the pids cgroup says no, then ends its children. (A
+        # kernel that forks itself out of pids can lose a reply, and its grader then waits.)
         "fork-bomb": (SQUARE + (
-            "import os, signal, time\nkids = []\ntry:\n    for _ in range(500):\n"
-            "        pid = os.fork()\n        if pid == 0:\n            time.sleep(600)\n"
-            "            os._exit(0)\n        kids.append(pid)\n"
-            "except OSError as e:\n    print('capped', type(e).__name__)\n"
-            "for pid in kids:\n    os.kill(pid, signal.SIGKILL)\n    os.waitpid(pid, 0)\n"
-            "print('children', len(kids))"), 3),
+            f"import subprocess, sys\nbomb = {FORK_BOMB!r}\n"
+            "print(subprocess.run([sys.executable, '-c', bomb], capture_output=True, text=True,"
+            " timeout=60).stdout)"), 3),
         "os-exit": (SQUARE + "import os\nos._exit(0)", 0),
     }
 
@@ -92,7 +106,7 @@ def _fake_leftover(image: str) -> str:
     return name
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def graded(tmp_path_factory):
     if not shutil.which(docker_backend.docker_command()):
         pytest.skip("no docker client: run 'make install-system'")
@@ -138,7 +152,7 @@ def _outputs(course, aid, student, grade_id="square") -> str:
     raise AssertionError(f"{student}: no cell {grade_id}")
 
 
-def test_family_and_probes_get_their_exact_scores(graded):
+def check_family_and_probes_get_their_exact_scores(graded):
     family, course, probes, outcomes, _ = graded
     scores, _, _ = families.read_scores(family, course)
     for name, member in family.members.items():
@@ -151,7 +165,7 @@ def test_family_and_probes_get_their_exact_scores(graded):
     assert any("kernel died" in p for p in outcomes["os-exit"].problems), outcomes["os-exit"]
 
 
-def test_no_network_and_no_view_of_the_course(graded):
+def check_no_network_and_no_view_of_the_course(graded):
     family, course, _, _, _ = graded
     aid = family.assignment_id
     net = _outputs(course, aid, "network")
@@ -162,7 +176,7 @@ def test_no_network_and_no_view_of_the_course(graded):
     assert "LEAKED" not in seen and seen.count("blocked FileNotFoundError") == 3, seen
 
 
-def test_kernel_is_unprivileged_read_only_and_limited(graded):
+def check_kernel_is_unprivileged_read_only_and_limited(graded):
     family, course, _, _, _ = graded
     aid = family.assignment_id
     inside = _outputs(course, aid, "inside")
@@ -178,7 +192,7 @@ def test_kernel_is_unprivileged_read_only_and_limited(graded):
     assert int(forks.split("children")[1].split()[0]) < LIMITS.processes, forks
 
 
-def test_containers_are_removed_and_a_dead_graders_leftovers_too(graded):
+def check_containers_are_removed_and_a_dead_graders_leftovers_too(graded):
     _, _, _, _, leftover = graded
     assert leftover not in _docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
     listing = _docker("ps", "-a", "--filter", f"label={docker_backend.LABEL}", "--format",
@@ -188,3 +202,11 @@ def test_containers_are_removed_and_a_dead_graders_leftovers_too(graded):
         pid = int(owner.split(":")[1])
         # Another grader may be running beside this one; its containers belong to a live pid.
         assert name.startswith("tcgrade-leftover-") or Path(f"/proc/{pid}").exists(), line
+
+
+def test_docker_backend_grades_exactly_and_isolates(graded):
+    """One engine run serves every check (xdist would repeat a module fixture per worker)."""
+    check_family_and_probes_get_their_exact_scores(graded)
+    check_no_network_and_no_view_of_the_course(graded)
+    check_kernel_is_unprivileged_read_only_and_limited(graded)
+    check_containers_are_removed_and_a_dead_graders_leftovers_too(graded)
