@@ -110,7 +110,8 @@ class DockerSlot:
                               timeout=timeout, check=False)
 
     def remove_leftovers(self) -> list[str]:
-        """Remove the grading containers of workers on this host that no longer run."""
+        """Remove the grading containers and scratch dirs of workers on this host that no
+        longer run; return the containers' names."""
         listing = self._docker("ps", "-a", "--filter", f"label={LABEL}",
                                "--format", "{{.Names}}\t{{.Label \"" + LABEL + "\"}}")
         host = os.uname().nodename
@@ -123,10 +124,15 @@ class DockerSlot:
                 dead.append(name)
         if dead:
             self._docker("rm", "-f", *dead)
+        for d in SCRATCH_ROOT.glob("run-*-*-*"):
+            _, pid, start, _ = d.name.split("-", 3)
+            if pid.isdigit() and _start_time(int(pid)) != start:
+                shutil.rmtree(d, ignore_errors=True)
         return dead
 
     def new_scratch(self) -> Path:
-        d = SCRATCH_ROOT / f"run-{uuid.uuid4().hex[:12]}"
+        # Named for its worker, so the next grader can tell a dead one's scratch dirs.
+        d = SCRATCH_ROOT / f"run-{os.getpid()}-{_start_time(os.getpid())}-{uuid.uuid4().hex[:12]}"
         d.mkdir(mode=0o700)
         self.give(d)
         return d

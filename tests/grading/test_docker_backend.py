@@ -96,14 +96,17 @@ def _probes(course: Path, aid: str, other: Path) -> dict[str, tuple[str, float]]
     }
 
 
-def _fake_leftover(image: str) -> str:
-    """A container labelled as a dead grader's (a pid that has exited), as a killed run leaves."""
+def _fake_leftover(image: str) -> tuple[str, Path]:
+    """A container and a scratch dir of a dead grader (a pid that has exited), as a killed run
+    leaves them."""
     gone = subprocess.Popen(["true"])
     gone.wait()
     name = f"tcgrade-leftover-{uuid.uuid4().hex[:12]}"
     _docker("run", "-d", "--name", name, "--network", "none", "--label",
             f"{docker_backend.LABEL}={os.uname().nodename}:{gone.pid}:0", image, "sleep", "600")
-    return name
+    scratch = docker_backend.SCRATCH_ROOT / f"run-{gone.pid}-0-{uuid.uuid4().hex[:12]}"
+    scratch.mkdir(parents=True)
+    return name, scratch
 
 
 @pytest.fixture
@@ -114,7 +117,7 @@ def graded(tmp_path_factory):
         pytest.skip("no Docker engine answers: run 'make docker-engine'")
     builder = _image_builder()
     image = builder._build("build-cpu", docker_backend.default_image())
-    leftover = _fake_leftover(image)
+    leftover, stale_scratch = _fake_leftover(image)
     tmp = tmp_path_factory.mktemp("docker-engine")
     family = families.load_family(write_toy_assignment(tmp))
     course = tmp / "course"
@@ -138,9 +141,10 @@ def graded(tmp_path_factory):
     for o in outcomes.values():
         print(o)
     try:
-        yield family, course, probes, outcomes, leftover
+        yield family, course, probes, outcomes, (leftover, stale_scratch)
     finally:
         _docker("rm", "-f", leftover, check=False)
+        shutil.rmtree(stale_scratch, ignore_errors=True)
 
 
 def _outputs(course, aid, student, grade_id="square") -> str:
@@ -193,8 +197,9 @@ def check_kernel_is_unprivileged_read_only_and_limited(graded):
 
 
 def check_containers_are_removed_and_a_dead_graders_leftovers_too(graded):
-    _, _, _, _, leftover = graded
+    _, _, _, _, (leftover, stale_scratch) = graded
     assert leftover not in _docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    assert not stale_scratch.exists()
     listing = _docker("ps", "-a", "--filter", f"label={docker_backend.LABEL}", "--format",
                       "{{.Names}}\t{{.Label \"" + docker_backend.LABEL + "\"}}").stdout
     for line in listing.splitlines():
