@@ -81,8 +81,10 @@ def _owner(pid: int) -> str:
 class DockerSlot:
     """One grading worker's containers: the same interface as sandbox.Slot."""
 
-    def __init__(self, limits: Limits, env: dict[str, str], image: str | None = None,
-                 cpus: float = 1.0, uid: int = SANDBOX_UID):
+    def __init__(self, limits: Limits, env: dict[str, str], hide=(), preload=(),
+                 image: str | None = None, cpus: float = 1.0, uid: int = SANDBOX_UID):
+        # hide: nothing of the host is mounted but the scratch dir, so there is nothing more to
+        # hide. preload: kernels start by command in a fresh container (no forking factory).
         self.limits = limits
         self.env = {k: v for k, v in env.items() if k not in HOST_ONLY}
         self.data = env.get("TORCHCLASS_DATA")
@@ -141,6 +143,9 @@ class DockerSlot:
         """Hand a file the grader wrote in the scratch dir to the container's uid."""
         if self.root:
             os.chown(path, self.uid, self.gid)
+
+    def launch(self, connection_file: str, scratch: Path, startup: list[str]) -> None:
+        """No forked kernels here: the engine falls back to `kernel_cmd`."""
 
     def kernel_cmd(self, connection_file: str, scratch: Path, startup: list[str]) -> list[str]:
         lim = self.limits

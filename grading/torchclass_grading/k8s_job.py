@@ -56,28 +56,31 @@ RESULTS_DIR = "/results"
 RESULTS_CLAIM = "torchclass-grading-results"
 CONFIGMAP_MAX = 1_000_000      # a ConfigMap holds at most 1 MiB (keys included)
 LABEL_PART_OF = {"app.kubernetes.io/part-of": "torchclass"}
-RUNNER_MODULES = ("__init__.py", "engine.py", "sandbox.py", "k8s_job.py")
+RUNNER_MODULES = ("__init__.py", "engine.py", "sandbox.py", "kernel_guard.py", "k8s_job.py")
 # The kernel container's PID 1: rlimits, then the kernel once the runner has written its
 # connection file, ended when the runner says it is done.
 KERNEL_MAIN = f"""\
-import os, resource, subprocess, sys, time
+import json, os, resource, subprocess, sys, time
 cpu, fsize, nofile = map(int, sys.argv[1:4])
 for res, value in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_FSIZE, fsize),
                    (resource.RLIMIT_NOFILE, nofile), (resource.RLIMIT_CORE, 0)):
     resource.setrlimit(res, (value, value))
 os.umask(0o007)
-flag = lambda name: os.path.exists(os.path.join({KERNEL_DIR!r}, name))
+path = lambda name: os.path.join({KERNEL_DIR!r}, name)
+flag = lambda name: os.path.exists(path(name))
 while not flag("kernel.ready"):
     if flag("done"):
         sys.exit(0)
     time.sleep(0.2)
-kernel = subprocess.Popen([sys.executable, "-m", "ipykernel_launcher",
-                           "-f", os.path.join({KERNEL_DIR!r}, "kernel.json"), *sys.argv[4:]])
+startup = json.load(open(path("startup.json")))
+kernel = subprocess.Popen([sys.executable, "-m", "ipykernel_launcher", "-f", path("kernel.json"),
+                           "--HistoryManager.enabled=False",
+                           *["--IPKernelApp.exec_lines=" + line for line in startup]])
 while kernel.poll() is None and not flag("done"):
     time.sleep(0.2)
 kernel.kill()
 kernel.wait()
-open(os.path.join({KERNEL_DIR!r}, "exited"), "w").close()
+open(path("exited"), "w").close()
 """
 
 
@@ -146,7 +149,7 @@ def build(course_dir, aid: str, image: str | None = None, classroom: str | None 
           problems: list[str] | None = None) -> list[dict]:
     """Every object that grades `aid`'s submissions: a NetworkPolicy, the runner code's
     ConfigMap, then per submitted notebook its ConfigMap and Job."""
-    from torchclass_grading.engine import STARTUP, TORCH_STARTUP, Engine, Outcome
+    from torchclass_grading.engine import Engine, Outcome
 
     render = _render()
     try:
@@ -162,7 +165,6 @@ def build(course_dir, aid: str, image: str | None = None, classroom: str | None 
     kernel_resources = {"requests": dict(limits), "limits": dict(limits)}
     if gpu:
         kernel_resources["limits"]["nvidia.com/gpu"] = 1
-    startup = STARTUP + (TORCH_STARTUP if eng.torch else [])
     ns = {"namespace": namespace} if namespace else {}
     group = {"torchclass/assignment": _label(aid)}
     selector = {"app.kubernetes.io/component": "grading", **group}
@@ -186,14 +188,14 @@ def build(course_dir, aid: str, image: str | None = None, classroom: str | None 
             if text is None:
                 continue
             docs += _submission(eng, student, nb_name, text, image=image, pool=pool,
-                                resources=kernel_resources, startup=startup, ns=ns,
+                                resources=kernel_resources, ns=ns,
                                 labels={**LABEL_PART_OF, **selector}, code_name=code_name)
         if problems is not None:
             problems += [f"{student}: {p}" for p in out.problems]
     return docs
 
 
-def _submission(eng, student, nb_name, text, *, image, pool, resources, startup, ns, labels,
+def _submission(eng, student, nb_name, text, *, image, pool, resources, ns, labels,
                 code_name) -> list[dict]:
     name = dns_name("tcgrade", eng.aid, student, nb_name)
     files = eng._files(student)
@@ -224,9 +226,7 @@ def _submission(eng, student, nb_name, text, *, image, pool, resources, startup,
     kernel = {
         "name": "kernel", "image": image,
         "command": ["python", "-c", KERNEL_MAIN],
-        "args": [str(lim.cpu_seconds), str(lim.file_bytes), str(lim.open_files),
-                 "--HistoryManager.enabled=False",
-                 *[f"--IPKernelApp.exec_lines={line}" for line in startup]],
+        "args": [str(lim.cpu_seconds), str(lim.file_bytes), str(lim.open_files)],
         "workingDir": KERNEL_DIR,
         "env": [{"name": k, "value": v} for k, v in sorted(kernel_env.items())],
         "securityContext": {**restricted, "runAsUser": KERNEL_UID},
@@ -303,6 +303,9 @@ class PodSlot:
 
     isolated = True
 
+    def launch(self, connection_file: str, scratch: Path, startup: list[str]) -> None:
+        """Not forked: the engine starts the stand-in of `kernel_cmd`."""
+
     def new_scratch(self) -> Path:
         return Path(KERNEL_DIR)
 
@@ -311,7 +314,11 @@ class PodSlot:
         os.chmod(path, 0o750 if path.is_dir() else 0o640)
 
     def kernel_cmd(self, connection_file: str, scratch: Path, startup: list[str]) -> list[str]:
-        # The startup lines are the kernel container's args, fixed when the Job was built.
+        # The engine's startup lines (seeds, the test-helper guard) reach the kernel container
+        # in a file it reads before the kernel starts, before any student code runs.
+        path = Path(KERNEL_DIR, "startup.json")
+        path.write_text(json.dumps(startup))
+        self.give(path)
         return [sys.executable, "-m", "torchclass_grading.k8s_job", "attach", connection_file]
 
     def kill_all(self) -> None:
