@@ -166,8 +166,8 @@ class DockerSlot:
                "--ulimit", f"fsize={lim.file_bytes}:{lim.file_bytes}",
                "--ulimit", f"nofile={lim.open_files}:{lim.open_files}",
                "--ulimit", "core=0:0",
-               # The kernel's raw stdout reaches the grader through the attached client only;
-               # a log driver would keep a copy on the engine's disk.
+               # The kernel's raw stdout and stderr (not its messages) go to a log file in the
+               # scratch dir (see below), never to the grader; no log driver keeps a copy.
                "--log-driver", "none", "--no-healthcheck",
                "-v", f"{scratch}:{scratch}", "-w", str(scratch)]
         if self.data and Path(self.data).is_dir():
@@ -175,7 +175,8 @@ class DockerSlot:
             env["TORCHCLASS_DATA"] = IMAGE_DATA
         for k, v in sorted(env.items()):
             cmd += ["-e", f"{k}={v}"]
-        cmd += [self.image, "python", "-m", "ipykernel_launcher", "-f", connection_file,
+        cmd += [self.image, "sh", "-c", 'exec "$@" >>"$0" 2>&1', str(scratch / "kernel.log"),
+                "python", "-m", "ipykernel_launcher", "-f", connection_file,
                 "--HistoryManager.enabled=False"]
         cmd += [f"--IPKernelApp.exec_lines={line}" for line in startup]
         return cmd
