@@ -279,6 +279,8 @@ def _run_pod(job: dict, configmaps: dict, image: str, results: Path, root: Path)
 def test_the_pods_programs_grade_the_family_exactly(toy, tmp_path):
     """Each Job's runner and kernel, as two containers sharing the kernel emptyDir: the
     executed notebooks go back through `record` into the gradebook with exact scores."""
+    if os.geteuid() != 0:
+        pytest.skip("giving the stand-in volumes the owners Kubernetes gives them needs root")
     image = _notebook_image()
     family, course = toy
     course_copy = tmp_path / "course"
