@@ -188,14 +188,14 @@ def build(course_dir, aid: str, image: str | None = None, classroom: str | None 
             if text is None:
                 continue
             docs += _submission(eng, student, nb_name, text, image=image, pool=pool,
-                                resources=kernel_resources, ns=ns,
+                                resources=kernel_resources, ns=ns, datasets=tc["datasets"],
                                 labels={**LABEL_PART_OF, **selector}, code_name=code_name)
         if problems is not None:
             problems += [f"{student}: {p}" for p in out.problems]
     return docs
 
 
-def _submission(eng, student, nb_name, text, *, image, pool, resources, ns, labels,
+def _submission(eng, student, nb_name, text, *, image, pool, resources, ns, datasets, labels,
                 code_name) -> list[dict]:
     name = dns_name("tcgrade", eng.aid, student, nb_name)
     files = eng._files(student)
@@ -222,7 +222,8 @@ def _submission(eng, student, nb_name, text, *, image, pool, resources, ns, labe
                   "seccompProfile": {"type": "RuntimeDefault"}}
     kernel_env = {k: v for k, v in eng.env.items() if k not in ("PATH", "PYTHONPATH")}
     kernel_env.update(HOME=KERNEL_DIR, TMPDIR=KERNEL_DIR, MPLCONFIGDIR=KERNEL_DIR)
-    kernel_env.pop("TORCHCLASS_DATA", None)  # a host path; the image looks in its own place
+    # The classroom's staged datasets, read-only, as students' servers see them.
+    kernel_env["TORCHCLASS_DATA"] = datasets["mountPath"]
     kernel = {
         "name": "kernel", "image": image,
         "command": ["python", "-c", KERNEL_MAIN],
@@ -232,7 +233,9 @@ def _submission(eng, student, nb_name, text, *, image, pool, resources, ns, labe
         "securityContext": {**restricted, "runAsUser": KERNEL_UID},
         "resources": resources,
         "volumeMounts": [{"name": "kernel", "mountPath": KERNEL_DIR},
-                         {"name": "kernel-tmp", "mountPath": "/tmp"}],
+                         {"name": "kernel-tmp", "mountPath": "/tmp"},
+                         {"name": "datasets", "mountPath": datasets["mountPath"],
+                          "readOnly": True}],
     }
     runner = {
         "name": "runner", "image": image,
@@ -266,6 +269,8 @@ def _submission(eng, student, nb_name, text, *, image, pool, resources, ns, labe
             {"name": "submission", "configMap": {"name": name}},
             {"name": "code", "configMap": {"name": code_name}},
             {"name": "results", "persistentVolumeClaim": {"claimName": RESULTS_CLAIM}},
+            {"name": "datasets", "persistentVolumeClaim": {"claimName": datasets["claimName"],
+                                                           "readOnly": True}},
         ],
     }
     job_obj = {

@@ -112,10 +112,13 @@ def test_pods_are_unprivileged_tokenless_and_offline(docs):
             uids.add(ctx["runAsUser"])
         assert len(uids) == 2, "kernel and runner must not share a uid"
         kernel = next(c for c in ps["containers"] if c["name"] == "kernel")
-        # The student's code sees only the shared scratch and its own /tmp: not the prepared
-        # notebook (hidden tests), not the runner's code, not the results.
-        assert {m["name"] for m in kernel["volumeMounts"]} == {"kernel", "kernel-tmp"}
+        # The student's code sees only the shared scratch, its own /tmp and the datasets
+        # (read-only): not the prepared notebook (hidden tests), the runner's code, the results.
+        mounts = {m["name"]: m for m in kernel["volumeMounts"]}
+        assert set(mounts) == {"kernel", "kernel-tmp", "datasets"}
+        assert mounts["datasets"]["readOnly"] is True
         volumes = {v["name"]: v for v in ps["volumes"]}
+        assert volumes["datasets"]["persistentVolumeClaim"]["readOnly"] is True
         assert volumes["submission"]["configMap"]["name"] == job["metadata"]["name"]
         own = configmaps[job["metadata"]["name"]]
         student = job["metadata"]["annotations"]["torchclass/student"]
@@ -228,9 +231,9 @@ def _volume_dirs(pod: dict, configmaps: dict, results: Path, root: Path) -> dict
             for key, b64 in cm.get("binaryData", {}).items():
                 (d / key).write_bytes(base64.b64decode(b64))
             os.chmod(d, 0o755)
-        else:
+        elif vol["name"] == "results":
             d = results
-        dirs[vol["name"]] = d
+        dirs[vol["name"]] = d  # datasets: an empty folder (the offline sources stand in)
     return dirs
 
 
