@@ -36,6 +36,7 @@ from torchclass_grading import sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = ".torchclass-engine"
+TIMEOUT_ENAME = "CellTimeoutError"
 MAX_OUTPUT = 1 << 20  # bytes of output kept per notebook; the rest is dropped as it streams in
 
 # Run in the kernel before any student cell: same submission, same result, every time.
@@ -119,9 +120,21 @@ class Outcome:
 _slot = None
 
 
-def _init_worker(limits: sandbox.Limits, env: dict, hide: list[str], preload: list[str]) -> None:
+def _slot_class(backend: str):
+    """Where kernels run: "local" (sandbox.py) or "docker" (docker_backend.py)."""
+    if backend == "docker":
+        from torchclass_grading.docker_backend import DockerSlot
+
+        return DockerSlot
+    if backend != "local":
+        raise EngineError(f"unknown backend {backend!r} (choose local or docker)")
+    return sandbox.Slot
+
+
+def _init_worker(limits: sandbox.Limits, env: dict, hide: list[str], preload: list[str],
+                 backend: str = "local", options: dict | None = None) -> None:
     global _slot
-    _slot = sandbox.Slot(limits, env, hide=hide, preload=preload)
+    _slot = _slot_class(backend)(limits, env, hide=hide, preload=preload, **(options or {}))
 
 
 def _error(ename: str, evalue: str):
@@ -161,10 +174,12 @@ def execute(job: dict) -> dict:
                     return await super().launch_kernel(cmd, **kwargs)
                 self.process = forked
                 self.pid = forked.pid
-                # The kernel's first act is setsid(), so its group is its pid. Asking getpgid()
-                # now can race that and return the grader's own group: an interrupt (SIGINT to
-                # the group) would then hit the grader and whatever started it.
-                self.pgid = forked.pid
+                # Born in the group the factory's intermediate process started (kernel_zygote),
+                # so the group is right however soon this runs.
+                try:
+                    self.pgid = os.getpgid(forked.pid)
+                except OSError:  # already gone: nothing to signal
+                    self.pgid = None
                 self.cwd = str(scratch)
                 return self.connection_info
 
@@ -199,6 +214,9 @@ def execute(job: dict) -> dict:
         km = SandboxKernel(transport="ipc", ip=str(scratch / "k"), connection_file=str(conn))
         client = Client(
             nb, km=km, timeout=job["cell_timeout"], interrupt_on_timeout=True, allow_errors=True,
+            # Without it nbclient waits for the interrupted cell's reply forever, and a kernel
+            # that lost it (a fork bomb's children share its sockets) hangs the worker.
+            error_on_timeout={"ename": TIMEOUT_ENAME, "evalue": "", "traceback": []},
             startup_timeout=120, resources={"metadata": {"path": str(scratch)}},
             on_cell_executed=lambda cell, cell_index, execute_reply: replies.__setitem__(
                 cell_index, execute_reply))
@@ -238,9 +256,15 @@ def execute(job: dict) -> dict:
                     notes.append(stopped)
                     cell.outputs.append(_error(type(exc).__name__, str(exc)[:500]))
                     continue
-                status = reply.get("content", {}).get("status")
+                content = reply.get("content", {})
+                status = content.get("status")
                 has_error = any(o.get("output_type") == "error" for o in cell.outputs)
-                if status == "error" and not has_error:
+                if content.get("ename") == TIMEOUT_ENAME:
+                    notes.append(f"cell {i} ran past its {client.timeout} s limit and was interrupted")
+                    if not has_error:
+                        cell.outputs.append(_error(TIMEOUT_ENAME, f"the cell ran past its "
+                                                                  f"{client.timeout} s limit"))
+                elif status == "error" and not has_error:
                     notes.append(f"cell {i} failed but its error output was suppressed")
                     cell.outputs.append(_error("Error", "the cell raised an error (output suppressed)"))
     finally:
@@ -322,8 +346,11 @@ class Engine:
                  cell_timeout: int | None = None, notebook_timeout: int | None = None,
                  limits: sandbox.Limits | None = None, max_output: int = MAX_OUTPUT,
                  kernel_pythonpath: list[str] | None = None, hide: list[str] | None = None,
-                 progress=sys.stderr):
+                 progress=sys.stderr, backend: str = "local", image: str | None = None):
         self.course_dir = Path(course_dir).resolve()
+        _slot_class(backend)  # an unknown backend fails here, not in every worker
+        self.backend = backend
+        self.backend_options = {"image": image} if backend == "docker" and image else {}
         self.aid = assignment_id
         self.workers = workers or len(os.sched_getaffinity(0))
         self.config = _course_config(self.course_dir)
@@ -500,14 +527,15 @@ class Engine:
                 continue
             prepared = {n: self._prepare(s, n, out) for n in self.notebooks}
             jobs[s] = (stamp, prepared)
-        if sandbox.os.geteuid() != 0:
+        if self.backend == "local" and sandbox.os.geteuid() != 0:
             self._say("warning: not root, so kernels run as you with rlimits only (no user "
                       "switch, network left on)\n")
         total, finished, failures = len(jobs), 0, 0
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(min(self.workers, max(total, 1)), mp_context=ctx,
                                     initializer=_init_worker,
-                                    initargs=(self.limits, self.env, self.hide, self.preload)) as pool:
+                                    initargs=(self.limits, self.env, self.hide, self.preload,
+                                              self.backend, self.backend_options)) as pool:
             futures = {}
             for s, (_stamp, prepared) in jobs.items():
                 for name, text in prepared.items():
@@ -576,8 +604,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("assignment")
     ap.add_argument("--workers", type=int)
     ap.add_argument("--force", action="store_true", help="regrade submissions already graded")
+    ap.add_argument("--backend", choices=("local", "docker"), default="local",
+                    help="where kernels run: the local sandbox or a container of the notebook image")
+    ap.add_argument("--image", help="notebook image for --backend docker "
+                    "(default: torchclass/notebook:<version>, as `make build-cpu` tags it)")
     args = ap.parse_args(argv)
-    engine = Engine(args.course_dir, args.assignment, workers=args.workers)
+    engine = Engine(args.course_dir, args.assignment, workers=args.workers,
+                    backend=args.backend, image=args.image)
     outcomes = engine.run(force=args.force)
     for o in outcomes:
         if o.problems or o.status == "error":
