@@ -120,7 +120,11 @@ def grade(classroom, course: Course, args) -> int:
         os.environ.setdefault("TORCHCLASS_DATA", str(classroom.datasets_dir))
     lib = [str(classroom.lib_dir)] if (classroom.lib_dir / "torchclass_course").is_dir() else None
     try:
-        eng = engine.Engine(course.root, aid, workers=args.workers, kernel_pythonpath=lib)
+        # Kernels keep the datasets, the course library and the lessons; not the hub's state,
+        # any course, the exchange or the shared homes.
+        hide = [str(classroom.data_dir / d) for d in ("hub", "courses", "exchange", "homes", "etc")]
+        eng = engine.Engine(course.root, aid, workers=args.workers, kernel_pythonpath=lib,
+                            hide=hide)
         outcomes = eng.run(force=args.force, only=args.student)
         csv_path, html_path = report.write_report(course.root, aid)
     except (engine.EngineError, report.ReportError) as e:
