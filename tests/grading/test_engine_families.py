@@ -49,27 +49,7 @@ def _engine(family, course_dir):
     return result, outcomes
 
 
-# Engine bugs that an assignment's family exposes, until they are fixed (strict: a fix makes the
-# test XPASS and fail, so the entry is removed with the fix).
-KNOWN_ENGINE_BUGS = {
-    "s4-lightning-pipeline": (
-        "the sandboxed kernel has no DNS, so torch's TCPStore cannot name the ::ffff:127.0.0.1 "
-        "peer (getnameinfo EAI_AGAIN) and warns on stderr, which fails ddp-tests; the kernel's "
-        "mount namespace needs an nsswitch.conf with 'hosts: files'"
-    ),
-}
-
-
-def _params():
-    params = []
-    for path in ASSIGNMENTS:
-        bug = KNOWN_ENGINE_BUGS.get(path.name)
-        marks = [pytest.mark.xfail(reason=bug, strict=True)] if bug else []
-        params.append(pytest.param(path, id=path.name, marks=marks))
-    return params
-
-
-@pytest.mark.parametrize("assignment_dir", _params())
+@pytest.mark.parametrize("assignment_dir", ASSIGNMENTS, ids=[p.name for p in ASSIGNMENTS])
 def test_family_scores_stock_and_engine(assignment_dir, tmp_path, artifacts_dir):
     family = load_family(assignment_dir)
     aid = family.assignment_id
