@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +47,9 @@ TORCH_STARTUP = [
     ("import torch as _t; _t.manual_seed(0); _t.use_deterministic_algorithms(True, warn_only=True);"
      " _t.set_num_threads(1); del _t"),
 ]
-# Sent (silently) before each test cell: undo the usual ways of hiding a failing test's error.
+GUARD_SETUP = Path(__file__).with_name("kernel_guard.py").read_text()
+# Sent (silently) before each test cell: undo the usual ways of hiding a failing test's error,
+# and put back what kernel_guard.py kept of the helpers the tests rely on.
 GUARD = (
     "try:\n"
     "    import sys as _s\n"
@@ -56,10 +59,44 @@ GUARD = (
     "        _ip.__dict__.pop(_n, None)\n"
     "    _ip.set_custom_exc((), None)\n"
     "    _s.excepthook = _s.__excepthook__\n"
+    "    _s.modules['_torchclass_guard'].restore()\n"
     "    del _s, _ip, _n\n"
     "except Exception:\n"
     "    pass\n"
 )
+# Modules every forked kernel gets already imported (see kernel_zygote.py); torch when the
+# assignment uses it. Only libraries that start no threads at import: threads do not survive
+# a fork.
+PRELOAD = ["ipykernel.kernelapp", "ipykernel.ipkernel", "IPython", "numpy", "matplotlib",
+           "matplotlib.pyplot", "matplotlib_inline.backend_inline"]
+TORCH_PRELOAD = ["torch", "torch.nn", "torch.nn.functional", "torch.utils.data", "torchvision"]
+
+
+def bound_names(source: str) -> list[str]:
+    """The global names a cell binds at its top level (imports, defs, classes, assignments)."""
+    import ast
+
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        tree = ast.parse(TransformerManager().transform_cell(source))
+    except (SyntaxError, ValueError):
+        return []
+    names = []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names += [(a.asname or a.name).split(".")[0] for a in node.names if a.name != "*"]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def _locked(cell) -> bool:
+    meta = cell.metadata.get("nbgrader", {})
+    return bool(meta.get("locked") and not meta.get("solution"))
 
 
 class EngineError(RuntimeError):
@@ -82,9 +119,9 @@ class Outcome:
 _slot = None
 
 
-def _init_worker(limits: sandbox.Limits, env: dict) -> None:
+def _init_worker(limits: sandbox.Limits, env: dict, hide: list[str], preload: list[str]) -> None:
     global _slot
-    _slot = sandbox.Slot(limits, env)
+    _slot = sandbox.Slot(limits, env, hide=hide, preload=preload)
 
 
 def _error(ename: str, evalue: str):
@@ -94,6 +131,7 @@ def _error(ename: str, evalue: str):
 def execute(job: dict) -> dict:
     """Run one prepared notebook in this worker's sandbox; return it executed, with notes."""
     from jupyter_client.manager import AsyncKernelManager
+    from jupyter_client.provisioning import LocalProvisioner
     from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
 
@@ -111,13 +149,36 @@ def execute(job: dict) -> dict:
                     break
                 _slot.give(p)
         conn = scratch / "kernel.json"
-        startup = STARTUP + (TORCH_STARTUP if job["torch"] else [])
+        startup = STARTUP + (TORCH_STARTUP if job["torch"] else []) + [GUARD_SETUP]
         slot = _slot
+
+        class ForkProvisioner(LocalProvisioner):
+            """Forks the kernel from the slot's factory; starts it by command if there is none."""
+
+            async def launch_kernel(self, cmd, **kwargs):
+                forked = slot.launch(str(conn), scratch, startup)
+                if forked is None:
+                    return await super().launch_kernel(cmd, **kwargs)
+                self.process = forked
+                self.pid = forked.pid
+                try:
+                    self.pgid = os.getpgid(forked.pid)
+                except OSError:
+                    self.pgid = None
+                self.cwd = str(scratch)
+                return self.connection_info
 
         class SandboxKernel(AsyncKernelManager):
             def format_kernel_cmd(self, extra_arguments=None):
                 slot.give(conn)  # written by the manager just before, as the grader
                 return slot.kernel_cmd(str(conn), scratch, startup)
+
+            async def _async_pre_start_kernel(self, **kw):
+                if self.provisioner is None:
+                    self.kernel_id = self.kernel_id or uuid.uuid4().hex
+                    self.provisioner = ForkProvisioner(
+                        kernel_id=self.kernel_id, kernel_spec=self.kernel_spec, parent=self)
+                return await super()._async_pre_start_kernel(**kw)
 
         class Client(NotebookClient):
             out_bytes = 0
@@ -162,6 +223,11 @@ def execute(job: dict) -> dict:
                     if graded:
                         client.execute_cell(nbformat.v4.new_code_cell(GUARD), i)
                     client.execute_cell(cell, i)
+                    reply = replies.get(i) or {}
+                    if _locked(cell) and (names := bound_names(cell.source)):
+                        client.execute_cell(nbformat.v4.new_code_cell(
+                            f"__import__('sys').modules['_torchclass_guard'].record({names!r})"), i)
+                        nb.cells[i] = cell  # nbclient stores the cell it ran at that index
                 except DeadKernelError:
                     stopped = f"the kernel died in cell {i}; later cells did not run"
                     notes.append(stopped)
@@ -172,7 +238,6 @@ def execute(job: dict) -> dict:
                     notes.append(stopped)
                     cell.outputs.append(_error(type(exc).__name__, str(exc)[:500]))
                     continue
-                reply = replies.get(i) or {}
                 status = reply.get("content", {}).get("status")
                 has_error = any(o.get("output_type") == "error" for o in cell.outputs)
                 if status == "error" and not has_error:
@@ -193,6 +258,37 @@ def _course_config(course_dir: Path):
     return PyFileConfigLoader(path.name, str(course_dir)).load_config() if path.is_file() else Config()
 
 
+def _kernel_library() -> Path:
+    """A root-owned, world-readable copy of the course library for kernels to import: the
+    checkout it comes from is hidden from them."""
+    import shutil
+
+    src = REPO / "course" / "torchclass_course"
+    files = sorted(p for p in src.rglob("*.py"))
+    digest = hashlib.sha256(b"".join(p.relative_to(src).as_posix().encode() + p.read_bytes()
+                                     for p in files)).hexdigest()[:16]
+    lib = sandbox.STATE_DIR / "lib" / digest
+    if not (lib / "torchclass_course").is_dir():
+        tmp = lib.with_name(f"{digest}.{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp / "torchclass_course", ignore=shutil.ignore_patterns("__pycache__"))
+        for p in [sandbox.STATE_DIR, lib.parent, *tmp.rglob("*"), tmp]:
+            os.chmod(p, 0o711 if p == sandbox.STATE_DIR else 0o755 if p.is_dir() else 0o644)
+        try:
+            tmp.rename(lib)
+        except OSError:  # another grader put it there first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return lib
+
+
+def _checkout_paths() -> list[str]:
+    """The checkout, or, when the Python running us lives inside it, everything else in it."""
+    prefix = Path(sys.prefix).resolve()
+    if REPO not in prefix.parents:
+        return [str(REPO)]
+    return [str(p) for p in REPO.iterdir() if p.is_dir() and p not in prefix.parents and p != prefix]
+
+
 def _timestamp(sub_dir: Path) -> str:
     ts = sub_dir / "timestamp.txt"
     stamp = ts.read_text().strip() if ts.is_file() else ""
@@ -206,7 +302,8 @@ class Engine:
     def __init__(self, course_dir, assignment_id: str, workers: int | None = None,
                  cell_timeout: int | None = None, notebook_timeout: int | None = None,
                  limits: sandbox.Limits | None = None, max_output: int = MAX_OUTPUT,
-                 kernel_pythonpath: list[str] | None = None, progress=sys.stderr):
+                 kernel_pythonpath: list[str] | None = None, hide: list[str] | None = None,
+                 progress=sys.stderr):
         self.course_dir = Path(course_dir).resolve()
         self.aid = assignment_id
         self.workers = workers or len(os.sched_getaffinity(0))
@@ -224,7 +321,11 @@ class Engine:
         self.db_url = f"sqlite:///{self.course_dir / 'gradebook.db'}"
         self.notebooks = self._notebooks()
         self.torch = any("torch" in (self.source_dir / f"{n}.ipynb").read_text() for n in self.notebooks)
-        paths = kernel_pythonpath or [str(REPO / "course")]
+        paths = kernel_pythonpath or [str(_kernel_library())]
+        # What kernels must not see: this course (gradebook, source, other submissions), the
+        # checkout (every assignment's source and solutions), and what the caller names.
+        self.hide = [str(self.course_dir), *_checkout_paths(), *(hide or [])]
+        self.preload = PRELOAD + (TORCH_PRELOAD if self.torch else [])
         self.env = {
             "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8",
             "PYTHONPATH": os.pathsep.join(paths), "PYTHONHASHSEED": "0",
@@ -385,7 +486,7 @@ class Engine:
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(min(self.workers, max(total, 1)), mp_context=ctx,
                                     initializer=_init_worker,
-                                    initargs=(self.limits, self.env)) as pool:
+                                    initargs=(self.limits, self.env, self.hide, self.preload)) as pool:
             futures = {}
             for s, (_stamp, prepared) in jobs.items():
                 for name, text in prepared.items():

@@ -2,12 +2,21 @@
 
 As root, every grading worker takes one unprivileged Unix account of its own (tcgrade1,
 tcgrade2, ...: no home, nologin, created when missing; an flock keeps two graders from
-sharing one), and its kernel is started as that account in a fresh network namespace
-(`unshare --net`: no network at all, not even loopback), with rlimits on CPU time, address
-space, processes, file size and open files, a scrubbed environment, and a private scratch
-dir holding only the notebook's data files. The kernel talks to the grader over unix sockets
-in that dir (jupyter's ipc transport), never TCP. The course dir, gradebook, source and other
-submissions belong to the grader with mode 0700, so the account cannot read any of them.
+sharing one), and its kernels run as that account in fresh network and mount namespaces (no
+network but their own loopback; the course dir, the checkout with the assignments' sources and
+any other path the engine names hidden under empty tmpfs), with rlimits on CPU time, address
+space, processes, file size and open files, a scrubbed environment, and a private scratch dir
+holding only the notebook's data files. The kernel talks to the grader over unix sockets in that
+dir (jupyter's ipc transport), never TCP.
+
+Kernels are forked from a per-worker kernel factory (kernel_zygote.py) that has imported the
+heavy libraries once; the worker is a child subreaper, so forked kernels, and whatever they fork,
+are its children to wait for and reap. When the factory cannot be used, a kernel is started the
+ordinary way through `unshare`/`setpriv`/`prlimit` (kernel_cmd).
+
+After each notebook every process of the account is stopped, then killed, round after round
+until none is left: a fork bomb cannot outrun it, and nothing it started survives into the next
+student's notebook.
 
 Without root there is no account to switch to and no namespace: kernels run as the caller
 with the rlimits only, and `isolated` is False so the engine can say so.
@@ -15,19 +24,27 @@ with the rlimits only, and `isolated` is False so the engine can say so.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
+import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 USER_PREFIX = "tcgrade"
 MAX_SLOTS = 64
 STATE_DIR = Path("/var/tmp/torchclass-grade")
+PR_SET_CHILD_SUBREAPER = 36
+ZYGOTE = Path(__file__).with_name("kernel_zygote.py")
+# Kill rounds before giving up on a slot's leftovers (each round stops, then kills, everything).
+KILL_ROUNDS = 50
 
 
 class SandboxError(RuntimeError):
@@ -58,13 +75,59 @@ def _ensure_user(name: str) -> pwd.struct_passwd:
     return pwd.getpwnam(name)
 
 
-class Slot:
-    """One worker's sandbox: its account (as root), its lock, its scratch dirs."""
+class ForkedKernel:
+    """A forked kernel seen the way jupyter_client sees the Popen of a kernel it started."""
 
-    def __init__(self, limits: Limits, env: dict[str, str]):
+    stdin = stdout = stderr = None
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped already, by Slot.reap
+                self.returncode = -signal.SIGKILL
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+    def send_signal(self, signum):
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self):
+        self.send_signal(signal.SIGTERM)
+
+
+class Slot:
+    """One worker's sandbox: its account (as root), its lock, its kernel factory, its scratch dirs.
+
+    hide: paths the kernel must not see (as root: covered in its mount namespace).
+    preload: modules the kernel factory imports once for every kernel it forks.
+    """
+
+    def __init__(self, limits: Limits, env: dict[str, str], hide=(), preload=()):
         self.limits = limits
         self.env = env
+        self.hide = [str(p) for p in hide]
+        self.preload = list(preload)
         self.isolated = os.geteuid() == 0
+        self.zygote = None
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         if self.isolated:
             os.chmod(STATE_DIR, 0o711)  # accounts may enter their own dir, never list others
@@ -97,9 +160,12 @@ class Slot:
         if self.isolated:
             os.chown(path, self.user.pw_uid, self.user.pw_gid)
 
+    def _kernel_env(self, scratch: Path) -> dict[str, str]:
+        return dict(self.env, HOME=str(scratch), TMPDIR=str(scratch), MPLCONFIGDIR=str(scratch))
+
     def kernel_cmd(self, connection_file: str, scratch: Path, startup: list[str]) -> list[str]:
+        """The command that starts a kernel without the factory (namespaces by `unshare`)."""
         lim = self.limits
-        env = dict(self.env, HOME=str(scratch), TMPDIR=str(scratch), MPLCONFIGDIR=str(scratch))
         cmd = []
         if self.isolated:
             cmd += ["unshare", "--net", "--",
@@ -108,18 +174,113 @@ class Slot:
         cmd += ["prlimit", f"--cpu={lim.cpu_seconds}", f"--as={lim.memory_bytes}",
                 f"--nproc={lim.processes}", f"--fsize={lim.file_bytes}",
                 f"--nofile={lim.open_files}", "--core=0", "--",
-                "env", "-i", *[f"{k}={v}" for k, v in sorted(env.items())],
+                "env", "-i", *[f"{k}={v}" for k, v in sorted(self._kernel_env(scratch).items())],
                 sys.executable, "-m", "ipykernel_launcher", "-f", connection_file,
-                "--HistoryManager.enabled=False"]
-        cmd += [f"--IPKernelApp.exec_lines={line}" for line in startup]
+                *self._kernel_args(startup)]
         return cmd
 
+    @staticmethod
+    def _kernel_args(startup: list[str]) -> list[str]:
+        return ["--HistoryManager.enabled=False",
+                *[f"--IPKernelApp.exec_lines={line}" for line in startup]]
+
+    # -- the kernel factory
+
+    def _start_zygote(self):
+        # The worker adopts every orphan below it: forked kernels and whatever they fork.
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            return None
+        env = dict(self.env, MPLCONFIGDIR=str(STATE_DIR / "matplotlib"))
+        (STATE_DIR / "matplotlib").mkdir(exist_ok=True)
+        proc = subprocess.Popen(  # noqa: S603 (our own script, our own interpreter)
+            [sys.executable, str(ZYGOTE), json.dumps(self.preload)], env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=STATE_DIR)
+        if proc.stdout.readline().strip() != "ready":
+            proc.kill()
+            proc.wait()
+            return None
+        return proc
+
+    def launch(self, connection_file: str, scratch: Path, startup: list[str]) -> ForkedKernel | None:
+        """A kernel forked from the factory, or None when there is none (start it by kernel_cmd)."""
+        if self.zygote is None or self.zygote.poll() is not None:
+            self.zygote = self._start_zygote()
+            if self.zygote is None:
+                return None
+        spec = {
+            "uid": self.user.pw_uid if self.isolated else None,
+            "gid": self.user.pw_gid if self.isolated else None,
+            "hide": self.hide, "limits": asdict(self.limits), "scratch": str(scratch),
+            "env": self._kernel_env(scratch),
+            "argv": ["-f", connection_file, *self._kernel_args(startup)],
+        }
+        try:
+            self.zygote.stdin.write(json.dumps({"kernel": spec}) + "\n")
+            self.zygote.stdin.flush()
+            answer = json.loads(self.zygote.stdout.readline() or "{}")
+        except (OSError, ValueError):
+            answer = {}
+        if "pid" not in answer:
+            raise SandboxError(f"the kernel factory could not start a kernel: "
+                               f"{answer.get('error', 'it stopped answering')}")
+        return ForkedKernel(answer["pid"])
+
+    def close(self) -> None:
+        if self.zygote is not None and self.zygote.poll() is None:
+            self.zygote.stdin.close()
+            self.zygote.wait(timeout=10)
+
+    # -- cleaning up after a notebook
+
+    def reap(self) -> None:
+        """Collect every exited child but the factory (orphans the worker adopted)."""
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self.zygote is not None and pid == self.zygote.pid:
+                self.zygote.returncode = -1
+                self.zygote = None
+
+    def _alive(self) -> bool:
+        """Whether a live process (zombies aside: init or this worker reaps them) is the account's."""
+        uid = str(self.user.pw_uid)
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                fields = dict(line.split(":", 1) for line in status.read_text().splitlines()
+                              if ":" in line)
+            except OSError:
+                continue
+            if fields.get("Uid", "").split()[:1] == [uid] and not fields.get("State", "").strip().startswith("Z"):
+                return True
+        return False
+
     def kill_all(self) -> None:
-        """Every process of this slot's account: a forked child outlives its kernel."""
-        if self.isolated:
-            subprocess.run(["pkill", "-KILL", "-U", str(self.user.pw_uid)], check=False,
-                           capture_output=True)
+        """Every process of this slot's account: a forked child outlives its kernel.
+
+        Signalled as the account itself with kill(-1), so every process it owns gets it in one
+        call; stopped first, so none can fork while the round goes on.
+        """
+        if not self.isolated:
+            return
+        killer = ("import os, signal\nfor s in (signal.SIGSTOP, signal.SIGKILL):\n"
+                  "    try:\n        os.kill(-1, s)\n    except ProcessLookupError:\n"
+                  "        pass\n")
+        for _ in range(KILL_ROUNDS):
+            self.reap()
+            if not self._alive():
+                return
+            subprocess.run(
+                ["setpriv", f"--reuid={self.user.pw_uid}", f"--regid={self.user.pw_gid}",
+                 "--clear-groups", "--", sys.executable, "-S", "-E", "-c", killer],
+                check=False, capture_output=True)
+        raise SandboxError(f"processes of {self.user.pw_name} survived {KILL_ROUNDS} kill rounds")
 
     def finish(self, scratch: Path) -> None:
         self.kill_all()
+        self.reap()
         shutil.rmtree(scratch, ignore_errors=True)
