@@ -115,6 +115,11 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def _self_cpu() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
 def load() -> float:
     return round(os.getloadavg()[0], 2)
 
@@ -199,13 +204,13 @@ def run_engine(course: Path, aid: str, workers: int) -> dict:
 
     eng._prepare = timed("prepare", eng._prepare)
     eng._record = timed("record", eng._record)
-    before, cpu = load(), _cpu()
+    before, cpu, own = load(), _cpu(), _self_cpu()
     t0 = time.monotonic()
     with LoadDuring() as during:
         outcomes = eng.run(force=True)
     wall = time.monotonic() - t0
-    return {"wall": wall, "cpu": _cpu() - cpu, "load_before": before, "load_during": during.mean,
-            "outcomes": outcomes, **spent}
+    return {"wall": wall, "cpu": _cpu() - cpu, "grader_cpu": _self_cpu() - own, "load_before": before,
+            "load_during": during.mean, "outcomes": outcomes, **spent}
 
 
 def own_run_time(course: Path, aid: str, student: str, repeat: int) -> tuple[float, float]:
@@ -234,18 +239,21 @@ def own_run_time(course: Path, aid: str, student: str, repeat: int) -> tuple[flo
 
 
 KERNEL_CPU = "sum(__import__('resource').getrusage(0)[:2])"
+# What a plain kernel pays before the notebook's own work, step by step (each after the last).
+IMPORT_STEPS = {"torch_import": "import torch", "plot_import": "import matplotlib.pyplot, numpy"}
 
 
 def kernel_stages(repeat: int) -> dict:
-    """Median wall and CPU seconds to start a plain python kernel (until it answers) and to
-    import torch in it; CPU as the kernel itself counts it."""
+    """Median wall and CPU seconds to start a plain python kernel (until it answers), then to
+    run each of IMPORT_STEPS in it; CPU as the kernel itself counts it."""
     from jupyter_client.manager import KernelManager
 
     def kernel_cpu(kc) -> float:
         reply = kc.execute_interactive("", user_expressions={"cpu": KERNEL_CPU}, timeout=60)
         return float(reply["content"]["user_expressions"]["cpu"]["data"]["text/plain"])
 
-    start, torch_import, start_cpu, torch_cpu = [], [], [], []
+    wall = {k: [] for k in ["kernel_start", *IMPORT_STEPS]}
+    cpu = {k: [] for k in wall}
     for _ in range(repeat):
         km = KernelManager(kernel_name="python3")
         t0 = time.monotonic()
@@ -254,24 +262,21 @@ def kernel_stages(repeat: int) -> dict:
         kc.start_channels()
         try:
             kc.wait_for_ready(timeout=120)
-            t1 = time.monotonic()
-            c1 = kernel_cpu(kc)
-            t_import = time.monotonic()
-            reply = kc.execute_interactive("import torch", timeout=120)
-            t2 = time.monotonic()
-            if reply["content"]["status"] != "ok":
-                raise SystemExit(f"import torch failed in a plain kernel: {reply['content']}")
-            start_cpu.append(c1)
-            torch_cpu.append(kernel_cpu(kc) - c1)
+            wall["kernel_start"].append(time.monotonic() - t0)
+            cpu["kernel_start"].append(c0 := kernel_cpu(kc))
+            for step, code in IMPORT_STEPS.items():
+                t0 = time.monotonic()
+                reply = kc.execute_interactive(code, timeout=120)
+                wall[step].append(time.monotonic() - t0)
+                if reply["content"]["status"] != "ok":
+                    raise SystemExit(f"{code!r} failed in a plain kernel: {reply['content']}")
+                cpu[step].append((c1 := kernel_cpu(kc)) - c0)
+                c0 = c1
         finally:
             kc.stop_channels()
             km.shutdown_kernel(now=True)
-        start.append(t1 - t0)
-        torch_import.append(t2 - t_import)
-    return {"kernel_start_s": round(statistics.median(start), 2),
-            "torch_import_s": round(statistics.median(torch_import), 2),
-            "kernel_start_cpu_s": round(statistics.median(start_cpu), 2),
-            "torch_import_cpu_s": round(statistics.median(torch_cpu), 2)}
+    return {**{f"{k}_s": round(statistics.median(v), 2) for k, v in wall.items()},
+            **{f"{k}_cpu_s": round(statistics.median(v), 2) for k, v in cpu.items()}}
 
 
 def _git(*args: str) -> str:
@@ -306,6 +311,7 @@ def row(grader: str, workers: int, run: dict, n: int, cpus: int, own: float, own
             "engine_execute_overhead_s": round(statistics.mean(o.seconds for o in outs) - own, 2),
             "grader_prepare_per_submission_s": round(run["prepare"] / n, 3),
             "grader_record_per_submission_s": round(run["record"] / n, 3),
+            "grader_cpu_per_submission_s": round(run["grader_cpu"] / n, 3),
             "graded": sum(o.status == "graded" for o in outs),
             "errors": [f"{o.student}: {o.problems}" for o in outs if o.status == "error"],
         })
@@ -348,7 +354,8 @@ def markdown(result: dict) -> str:
         "| stage | wall s | CPU s |", "|---|---|---|",
         f"| plain kernel start (until it answers) | {b['kernel_start_s']} | {b['kernel_start_cpu_s']} |",
         f"| `import torch` in that kernel | {b['torch_import_s']} | {b['torch_import_cpu_s']} |",
-        f"| the solution's cells (its own run minus the two above) | {b['cells_s']} | {b['cells_cpu_s']} |",
+        f"| then `import matplotlib.pyplot, numpy` | {b['plot_import_s']} | {b['plot_import_cpu_s']} |",
+        f"| the solution's cells (its own run minus the three above) | {b['cells_s']} | {b['cells_cpu_s']} |",
         (f"| own run per member | {', '.join(f'{k} {v}' for k, v in b['own_run_time_by_member_s'].items())} "
          f"| {', '.join(f'{k} {v}' for k, v in b['own_run_cpu_by_member_s'].items())} |"),
         f"| stock: one submission alone (`nbgrader autograde --student`, process start included) | {b['stock_single_s']} | {b['stock_single_cpu_s']} |",
@@ -361,7 +368,8 @@ def markdown(result: dict) -> str:
                 f"| engine, {r['workers']} workers: execute in the sandbox (own + "
                 f"{r['engine_execute_overhead_s']} wall); the grader's prepare "
                 f"{r['grader_prepare_per_submission_s']} + record {r['grader_record_per_submission_s']} wall; "
-                f"CPU all told (own + {r['cpu_overhead_per_submission_s']}) | {r['engine_execute_mean_s']} | "
+                f"CPU all told (own + {r['cpu_overhead_per_submission_s']}), of it the grader process "
+                f"{r['grader_cpu_per_submission_s']} | {r['engine_execute_mean_s']} | "
                 f"{r['cpu_s_per_submission']} |")
     lines += [
         "",
@@ -456,6 +464,7 @@ def main() -> int:
                 for p in r["problems"] + r.get("errors", []):
                     print(f"SCORE MISMATCH ({r['grader']}, {r['workers']} workers): {p}", file=sys.stderr)
 
+    before_cells = ["kernel_start", *IMPORT_STEPS]
     best = max((r for r in runs if r["grader"] == "engine"), key=lambda r: r["speedup_vs_stock"])
     result = {
         "assignment": aid, "submissions": n, "machine": machine,
@@ -465,9 +474,9 @@ def main() -> int:
         "own_run_cpu_s": round(own_cpu, 2),
         "breakdown": {
             **stages,
-            "cells_s": round(own_by_member["solution"][0] - stages["kernel_start_s"] - stages["torch_import_s"], 2),
-            "cells_cpu_s": round(own_by_member["solution"][1] - stages["kernel_start_cpu_s"]
-                                 - stages["torch_import_cpu_s"], 2),
+            "cells_s": round(own_by_member["solution"][0] - sum(stages[f"{k}_s"] for k in before_cells), 2),
+            "cells_cpu_s": round(own_by_member["solution"][1]
+                                 - sum(stages[f"{k}_cpu_s"] for k in before_cells), 2),
             "own_run_time_by_member_s": {m: round(v[0], 2) for m, v in own_by_member.items()},
             "own_run_cpu_by_member_s": {m: round(v[1], 2) for m, v in own_by_member.items()},
             "stock_single_s": round(single["wall"], 2),
@@ -495,9 +504,14 @@ def main() -> int:
             "engine execute": "mean Outcome.seconds: the notebook run in the worker's sandbox, kernel start included",
             "prepare+record/sub": "the engine grader's serial work per submission: nbgrader's sanitizing "
                                   "preprocessors and nbgrader's Autograde recording into the gradebook",
-            "cells (breakdown)": "the solution's own run minus plain kernel start and import torch "
+            "cells (breakdown)": "the solution's own run minus plain kernel start and the imports "
                                  "(wall, and CPU as the kernel counts it)",
+            "negative overhead": "the engine forks kernels from a factory that has torch, numpy and "
+                                 "matplotlib imported, so it skips part of what a plain kernel pays: "
+                                 "its cost per submission can be below the notebook's own run",
             "CPU": "user+system seconds of the grader and all it started, kernels included",
+            "grader process CPU": "the engine's own process (preparing, recording, the pool's "
+                                  "bookkeeping), without its workers and kernels",
         },
         "total_seconds": round(time.monotonic() - started, 1),
     }
