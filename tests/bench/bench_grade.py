@@ -28,6 +28,9 @@ Definitions (also written into the results):
   timed by wrapping those two Engine methods here, not in the engine.
 - CPU seconds: user + system time of the grader and everything it started (kernels included);
   steadier than wall time on a shared machine.
+- breakdown: a plain kernel's start, `import torch`, `import matplotlib.pyplot, numpy`, and
+  the solution's cells alone in a kernel that imported the engine's preloads first (the
+  notebook's real work); stock graded one submission alone and in the batch.
 Writes DIR/grade.json and DIR/grade.md.
 """
 
@@ -239,6 +242,39 @@ def own_run_time(course: Path, aid: str, student: str, repeat: int) -> tuple[flo
 
 
 KERNEL_CPU = "sum(__import__('resource').getrusage(0)[:2])"
+
+
+def warm_cells(course: Path, aid: str, student: str, repeat: int) -> tuple[float, float]:
+    """Wall and kernel-CPU seconds of the autograded notebook's cells alone, in a plain kernel
+    that has first imported what the engine's kernel factory preloads: the notebook's own work,
+    with no kernel start and no library import in it."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    preload = [*getattr(engine, "PRELOAD", []), *getattr(engine, "TORCH_PRELOAD", [])]
+    path = course / "autograded" / student / aid / f"{aid}.ipynb"
+    probe = f"print({KERNEL_CPU})"
+    runs, cpu = [], []
+    for _ in range(repeat):
+        nb = nbformat.read(path, as_version=4)
+        with tempfile.TemporaryDirectory(prefix="bench-warm-") as cwd:
+            for p in path.parent.iterdir():
+                if p.is_file() and p.suffix != ".ipynb":
+                    shutil.copy(p, cwd)
+            client = NotebookClient(nb, timeout=600, allow_errors=True,
+                                    resources={"metadata": {"path": cwd}})
+            with client.setup_kernel():
+                warm = nbformat.v4.new_code_cell("\n".join(f"import {m}" for m in preload) + "\n" + probe)
+                client.execute_cell(warm, 0)
+                t0 = time.monotonic()
+                for i, cell in enumerate(nb.cells):
+                    if cell.cell_type == "code":
+                        client.execute_cell(cell, i)
+                runs.append(time.monotonic() - t0)
+                end = nbformat.v4.new_code_cell(probe)
+                client.execute_cell(end, 0)
+            cpu.append(float(end.outputs[-1]["text"]) - float(warm.outputs[-1]["text"]))
+    return statistics.median(runs), statistics.median(cpu)
 # What a plain kernel pays before the notebook's own work, step by step (each after the last).
 IMPORT_STEPS = {"torch_import": "import torch", "plot_import": "import matplotlib.pyplot, numpy"}
 
@@ -356,6 +392,8 @@ def markdown(result: dict) -> str:
         f"| `import torch` in that kernel | {b['torch_import_s']} | {b['torch_import_cpu_s']} |",
         f"| then `import matplotlib.pyplot, numpy` | {b['plot_import_s']} | {b['plot_import_cpu_s']} |",
         f"| the solution's cells (its own run minus the three above) | {b['cells_s']} | {b['cells_cpu_s']} |",
+        (f"| the solution's cells alone, in a kernel that imported the engine's preloads first "
+         f"| {b['solution_cells_preloaded_s']} | {b['solution_cells_preloaded_cpu_s']} |"),
         (f"| own run per member | {', '.join(f'{k} {v}' for k, v in b['own_run_time_by_member_s'].items())} "
          f"| {', '.join(f'{k} {v}' for k, v in b['own_run_cpu_by_member_s'].items())} |"),
         f"| stock: one submission alone (`nbgrader autograde --student`, process start included) | {b['stock_single_s']} | {b['stock_single_cpu_s']} |",
@@ -444,6 +482,7 @@ def main() -> int:
         own_by_member = {m: own_run_time(stock_course, aid, sid, args.repeat) for m, sid in first.items()}
         own = statistics.mean(own_by_member[m][0] for _, m in students)
         own_cpu = statistics.mean(own_by_member[m][1] for _, m in students)
+        warm = warm_cells(stock_course, aid, first["solution"], max(args.repeat, 3))
         stages = kernel_stages(max(args.repeat, 3))
         single = run_stock(fresh_copy(family, base, tmp, "stock-single"), aid, first["solution"])
         print(f"== own run time {own:.2f} s; {stages}; one stock submission alone {single['wall']:.1f} s",
@@ -477,6 +516,8 @@ def main() -> int:
             "cells_s": round(own_by_member["solution"][0] - sum(stages[f"{k}_s"] for k in before_cells), 2),
             "cells_cpu_s": round(own_by_member["solution"][1]
                                  - sum(stages[f"{k}_cpu_s"] for k in before_cells), 2),
+            "solution_cells_preloaded_s": round(warm[0], 2),
+            "solution_cells_preloaded_cpu_s": round(warm[1], 2),
             "own_run_time_by_member_s": {m: round(v[0], 2) for m, v in own_by_member.items()},
             "own_run_cpu_by_member_s": {m: round(v[1], 2) for m, v in own_by_member.items()},
             "stock_single_s": round(single["wall"], 2),
