@@ -17,20 +17,22 @@ Each run's per-student, per-cell gradebook scores must equal stock's, and stock'
 submissions.yaml; a difference is printed, written to the results and fails the run (exit 1).
 
 Definitions (also written into the results):
-- own run time: the autograded notebook (test cells restored, hidden tests included) executed
-  by nbclient in a plain local kernel, kernel start included, no grader around it; the
-  class's own run time is the mix-weighted mean over the members.
+- own run time: the notebook's own work: the autograded notebook's cells (test cells
+  restored, hidden tests included) run by nbclient in a kernel that has already imported
+  what the engine's kernel factory preloads (torch, numpy, matplotlib, ...), no grader around
+  it; the class's own run time is the mix-weighted mean over the members.
+- cold run: the same notebook in a plain kernel, kernel start and every import included, as
+  stock nbgrader runs each submission.
 - core-seconds per submission: wall * min(workers, CPUs) / submissions (stock: one worker).
-- overhead per submission: core-seconds per submission minus the own run time.
+- overhead per submission: core-seconds (or CPU seconds) per submission minus the own run time.
 - engine execute: Outcome.seconds, the notebook's execution in the worker's sandbox (kernel
   start included); engine prepare / record: the grader's serial work per submission
   (nbgrader's sanitizing preprocessors; nbgrader's Autograde recording into the gradebook),
   timed by wrapping those two Engine methods here, not in the engine.
 - CPU seconds: user + system time of the grader and everything it started (kernels included);
   steadier than wall time on a shared machine.
-- breakdown: a plain kernel's start, `import torch`, `import matplotlib.pyplot, numpy`, and
-  the solution's cells alone in a kernel that imported the engine's preloads first (the
-  notebook's real work); stock graded one submission alone and in the batch.
+- breakdown: a plain kernel's start, `import torch`, `import matplotlib.pyplot, numpy`, the
+  rest of the cold run, the own run; stock graded one submission alone and in the batch.
 Writes DIR/grade.json and DIR/grade.md.
 """
 
@@ -216,7 +218,7 @@ def run_engine(course: Path, aid: str, workers: int) -> dict:
             "load_during": during.mean, "outcomes": outcomes, **spent}
 
 
-def own_run_time(course: Path, aid: str, student: str, repeat: int) -> tuple[float, float]:
+def cold_run(course: Path, aid: str, student: str, repeat: int) -> tuple[float, float]:
     """Wall and CPU seconds for nbclient to run the autograded notebook in a plain kernel.
 
     Kernel start included; CPU counts this process and the kernel.
@@ -244,7 +246,7 @@ def own_run_time(course: Path, aid: str, student: str, repeat: int) -> tuple[flo
 KERNEL_CPU = "sum(__import__('resource').getrusage(0)[:2])"
 
 
-def warm_cells(course: Path, aid: str, student: str, repeat: int) -> tuple[float, float]:
+def own_run(course: Path, aid: str, student: str, repeat: int) -> tuple[float, float]:
     """Wall and kernel-CPU seconds of the autograded notebook's cells alone, in a plain kernel
     that has first imported what the engine's kernel factory preloads: the notebook's own work,
     with no kernel start and no library import in it."""
@@ -364,8 +366,10 @@ def markdown(result: dict) -> str:
         f"torch {m['torch']}, engine {'sandboxed (root)' if m['sandboxed'] else 'NOT sandboxed (not root)'}"
         f", commit {m['commit']}. Mix: "
         + ", ".join(f"{c} {k}" for k, c in result["mix"].items())
-        + " (infinite-loop left out). Own run time of a notebook (plain kernel, start included, "
-        f"mix-weighted): {result['own_run_time_s']} s wall, {result['own_run_cpu_s']} s CPU.\n",
+        + " (infinite-loop left out). Mix-weighted per notebook: own run (its cells, libraries "
+        f"already imported) {result['own_run_time_s']} s wall, {result['own_run_cpu_s']} s CPU; "
+        f"cold run (plain kernel: start, imports, cells) {result['cold_run_time_s']} s wall, "
+        f"{result['cold_run_cpu_s']} s CPU.\n",
         ("| grader | workers | wall (s) | speedup | idle estimate | subs/min | core-s/sub "
          "| overhead/sub (s) | CPU/sub (s) | CPU overhead/sub (s) | engine execute (s) "
          "| prepare+record/sub (s) | load before / during | scores |"),
@@ -391,14 +395,19 @@ def markdown(result: dict) -> str:
         f"| plain kernel start (until it answers) | {b['kernel_start_s']} | {b['kernel_start_cpu_s']} |",
         f"| `import torch` in that kernel | {b['torch_import_s']} | {b['torch_import_cpu_s']} |",
         f"| then `import matplotlib.pyplot, numpy` | {b['plot_import_s']} | {b['plot_import_cpu_s']} |",
-        f"| the solution's cells (its own run minus the three above) | {b['cells_s']} | {b['cells_cpu_s']} |",
-        (f"| the solution's cells alone, in a kernel that imported the engine's preloads first "
-         f"| {b['solution_cells_preloaded_s']} | {b['solution_cells_preloaded_cpu_s']} |"),
-        (f"| own run per member | {', '.join(f'{k} {v}' for k, v in b['own_run_time_by_member_s'].items())} "
+        (f"| the rest of the solution's cold run (first use of libraries, its cells) | {b['cells_s']} "
+         f"| {b['cells_cpu_s']} |"),
+        (f"| cold run per member | {', '.join(f'{k} {v}' for k, v in b['cold_run_time_by_member_s'].items())} "
+         f"| {', '.join(f'{k} {v}' for k, v in b['cold_run_cpu_by_member_s'].items())} |"),
+        (f"| own run per member (cells only, libraries imported) "
+         f"| {', '.join(f'{k} {v}' for k, v in b['own_run_time_by_member_s'].items())} "
          f"| {', '.join(f'{k} {v}' for k, v in b['own_run_cpu_by_member_s'].items())} |"),
         f"| stock: one submission alone (`nbgrader autograde --student`, process start included) | {b['stock_single_s']} | {b['stock_single_cpu_s']} |",
         f"| stock: in the batch (per submission) | {b['stock_batch_per_submission_s']} | {b['stock_batch_cpu_per_submission_s']} |",
-        f"| stock: nbgrader's own share in the batch (per submission minus own run) | {b['stock_overhead_s']} | {b['stock_cpu_overhead_s']} |",
+        (f"| stock: overhead in the batch (per submission minus own run: kernel start, imports, nbgrader) "
+         f"| {b['stock_overhead_s']} | {b['stock_cpu_overhead_s']} |"),
+        (f"| stock: nbgrader's own share of it (per submission minus cold run) "
+         f"| {b['stock_nbgrader_s']} | {b['stock_nbgrader_cpu_s']} |"),
     ]
     for r in result["runs"]:
         if r["grader"] == "engine":
@@ -475,18 +484,20 @@ def main() -> int:
         stock_problems = expectation_problems(family40, stock_scores)
         print(f"   {stock['wall']:.1f} s", flush=True)
 
-        # Own run time of each member, from stock's autograded copy of its first student.
+        # Each member's own and cold run, from stock's autograded copy of its first student.
         first = {}
         for sid, m in students:
             first.setdefault(m, sid)
-        own_by_member = {m: own_run_time(stock_course, aid, sid, args.repeat) for m, sid in first.items()}
+        cold_by_member = {m: cold_run(stock_course, aid, sid, args.repeat) for m, sid in first.items()}
+        own_by_member = {m: own_run(stock_course, aid, sid, args.repeat) for m, sid in first.items()}
         own = statistics.mean(own_by_member[m][0] for _, m in students)
         own_cpu = statistics.mean(own_by_member[m][1] for _, m in students)
-        warm = warm_cells(stock_course, aid, first["solution"], max(args.repeat, 3))
+        cold = statistics.mean(cold_by_member[m][0] for _, m in students)
+        cold_cpu = statistics.mean(cold_by_member[m][1] for _, m in students)
         stages = kernel_stages(max(args.repeat, 3))
         single = run_stock(fresh_copy(family, base, tmp, "stock-single"), aid, first["solution"])
-        print(f"== own run time {own:.2f} s; {stages}; one stock submission alone {single['wall']:.1f} s",
-              flush=True)
+        print(f"== own run {own:.2f} s ({own_cpu:.2f} s CPU); {stages}; "
+              f"one stock submission alone {single['wall']:.1f} s", flush=True)
 
         runs = [row("stock", 1, stock, n, cpus, own, own_cpu, stock, stock_problems)]
         for w in workers:
@@ -511,13 +522,15 @@ def main() -> int:
         "students": member_of,
         "own_run_time_s": round(own, 2),
         "own_run_cpu_s": round(own_cpu, 2),
+        "cold_run_time_s": round(cold, 2),
+        "cold_run_cpu_s": round(cold_cpu, 2),
         "breakdown": {
             **stages,
-            "cells_s": round(own_by_member["solution"][0] - sum(stages[f"{k}_s"] for k in before_cells), 2),
-            "cells_cpu_s": round(own_by_member["solution"][1]
+            "cells_s": round(cold_by_member["solution"][0] - sum(stages[f"{k}_s"] for k in before_cells), 2),
+            "cells_cpu_s": round(cold_by_member["solution"][1]
                                  - sum(stages[f"{k}_cpu_s"] for k in before_cells), 2),
-            "solution_cells_preloaded_s": round(warm[0], 2),
-            "solution_cells_preloaded_cpu_s": round(warm[1], 2),
+            "cold_run_time_by_member_s": {m: round(v[0], 2) for m, v in cold_by_member.items()},
+            "cold_run_cpu_by_member_s": {m: round(v[1], 2) for m, v in cold_by_member.items()},
             "own_run_time_by_member_s": {m: round(v[0], 2) for m, v in own_by_member.items()},
             "own_run_cpu_by_member_s": {m: round(v[1], 2) for m, v in own_by_member.items()},
             "stock_single_s": round(single["wall"], 2),
@@ -526,6 +539,8 @@ def main() -> int:
             "stock_single_cpu_s": round(single["cpu"], 2),
             "stock_batch_cpu_per_submission_s": round(stock["cpu"] / n, 2),
             "stock_cpu_overhead_s": round(stock["cpu"] / n - own_cpu, 2),
+            "stock_nbgrader_s": round(stock["wall"] / n - cold, 2),
+            "stock_nbgrader_cpu_s": round(stock["cpu"] / n - cold_cpu, 2),
         },
         "runs": runs,
         "target_3x": (
@@ -533,23 +548,23 @@ def main() -> int:
             f"at {best['workers']} workers on {cpus} CPUs (idle-machine estimate from CPU time "
             f"{best['idle_machine_speedup_estimate']}x)"),
         "definitions": {
-            "own run time": "the autograded notebook run by nbclient in a plain kernel, start included, "
-                            "no grader; mix-weighted mean over the members",
+            "own run": "the autograded notebook's cells run by nbclient in a kernel that already "
+                       "imported the engine's preloads (torch, numpy, matplotlib, ...), no grader: "
+                       "the notebook's own work; mix-weighted mean over the members",
+            "cold run": "the same notebook in a plain kernel: start, imports and cells, as stock "
+                        "nbgrader runs every submission",
             "core-s/sub": "wall x min(workers, CPUs) / submissions (stock: 1 worker)",
             "idle estimate": "stock CPU seconds x min(workers, CPUs) / engine CPU seconds: the speedup "
                              "the CPU time predicts if the run had min(workers, CPUs) cores to itself",
             "load before / during": "1-min load average just before the run / its mean during the run",
-            "overhead/sub": "core-s/sub minus the own run time",
-            "CPU overhead/sub": "CPU seconds per submission minus the own run's CPU seconds (kernel and "
-                                "nbclient): load-independent, unlike wall time",
+            "overhead/sub": "core-s/sub minus the own run's wall time",
+            "CPU overhead/sub": "CPU seconds per submission minus the own run's CPU seconds (as its "
+                                "kernel counts them): load-independent, unlike wall time",
             "engine execute": "mean Outcome.seconds: the notebook run in the worker's sandbox, kernel start included",
             "prepare+record/sub": "the engine grader's serial work per submission: nbgrader's sanitizing "
                                   "preprocessors and nbgrader's Autograde recording into the gradebook",
-            "cells (breakdown)": "the solution's own run minus plain kernel start and the imports "
-                                 "(wall, and CPU as the kernel counts it)",
-            "negative overhead": "the engine forks kernels from a factory that has torch, numpy and "
-                                 "matplotlib imported, so it skips part of what a plain kernel pays: "
-                                 "its cost per submission can be below the notebook's own run",
+            "rest of the cold run (breakdown)": "the solution's cold run minus plain kernel start and "
+                                                "the two imports (wall, and CPU as the kernel counts it)",
             "CPU": "user+system seconds of the grader and all it started, kernels included",
             "grader process CPU": "the engine's own process (preparing, recording, the pool's "
                                   "bookkeeping), without its workers and kernels",
