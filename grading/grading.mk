@@ -2,7 +2,7 @@
 # ASSIGNMENT=<id> picks the assignment; CLASSROOM=<file> another classroom file.
 GRADE := $(PY) -m torchclass_grading.cli $(if $(CLASSROOM),--classroom $(CLASSROOM))
 GRADES_CSV ?= grades.csv
-.PHONY: release collect autograde feedback grades bench-grade
+.PHONY: release collect autograde grade feedback grades bench-grade
 
 define need_assignment
 	@test -n "$(ASSIGNMENT)" || { echo "error: say which assignment: make $@ ASSIGNMENT=s1-linear-regression" >&2; exit 2; }
@@ -19,6 +19,10 @@ collect: install ## collect students' submissions (ASSIGNMENT=id)
 autograde: install ## autograde collected submissions (ASSIGNMENT=id)
 	$(need_assignment)
 	$(GRADE) autograde $(ASSIGNMENT)
+
+grade: install ## grade in parallel, sandboxed, and write the report (ASSIGNMENT=id [WORKERS=n] [FORCE=1])
+	$(need_assignment)
+	$(GRADE) grade $(ASSIGNMENT) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force)
 
 feedback: install ## generate feedback and return it to students (ASSIGNMENT=id)
 	$(need_assignment)

@@ -36,6 +36,7 @@ from torchclass_grading import sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = ".torchclass-engine"
+TIMEOUT_ENAME = "CellTimeoutError"
 MAX_OUTPUT = 1 << 20  # bytes of output kept per notebook; the rest is dropped as it streams in
 
 # Run in the kernel before any student cell: same submission, same result, every time.
@@ -119,9 +120,21 @@ class Outcome:
 _slot = None
 
 
-def _init_worker(limits: sandbox.Limits, env: dict, hide: list[str], preload: list[str]) -> None:
+def _slot_class(backend: str):
+    """Where kernels run: "local" (sandbox.py) or "docker" (docker_backend.py)."""
+    if backend == "docker":
+        from torchclass_grading.docker_backend import DockerSlot
+
+        return DockerSlot
+    if backend != "local":
+        raise EngineError(f"unknown backend {backend!r} (choose local or docker)")
+    return sandbox.Slot
+
+
+def _init_worker(limits: sandbox.Limits, env: dict, hide: list[str], preload: list[str],
+                 backend: str = "local", options: dict | None = None) -> None:
     global _slot
-    _slot = sandbox.Slot(limits, env, hide=hide, preload=preload)
+    _slot = _slot_class(backend)(limits, env, hide=hide, preload=preload, **(options or {}))
 
 
 def _error(ename: str, evalue: str):
@@ -161,9 +174,11 @@ def execute(job: dict) -> dict:
                     return await super().launch_kernel(cmd, **kwargs)
                 self.process = forked
                 self.pid = forked.pid
+                # Born in the group the factory's intermediate process started (kernel_zygote),
+                # so the group is right however soon this runs.
                 try:
                     self.pgid = os.getpgid(forked.pid)
-                except OSError:
+                except OSError:  # already gone: nothing to signal
                     self.pgid = None
                 self.cwd = str(scratch)
                 return self.connection_info
@@ -199,6 +214,9 @@ def execute(job: dict) -> dict:
         km = SandboxKernel(transport="ipc", ip=str(scratch / "k"), connection_file=str(conn))
         client = Client(
             nb, km=km, timeout=job["cell_timeout"], interrupt_on_timeout=True, allow_errors=True,
+            # Without it nbclient waits for the interrupted cell's reply forever, and a kernel
+            # that lost it (a fork bomb's children share its sockets) hangs the worker.
+            error_on_timeout={"ename": TIMEOUT_ENAME, "evalue": "", "traceback": []},
             startup_timeout=120, resources={"metadata": {"path": str(scratch)}},
             on_cell_executed=lambda cell, cell_index, execute_reply: replies.__setitem__(
                 cell_index, execute_reply))
@@ -238,9 +256,15 @@ def execute(job: dict) -> dict:
                     notes.append(stopped)
                     cell.outputs.append(_error(type(exc).__name__, str(exc)[:500]))
                     continue
-                status = reply.get("content", {}).get("status")
+                content = reply.get("content", {})
+                status = content.get("status")
                 has_error = any(o.get("output_type") == "error" for o in cell.outputs)
-                if status == "error" and not has_error:
+                if content.get("ename") == TIMEOUT_ENAME:
+                    notes.append(f"cell {i} ran past its {client.timeout} s limit and was interrupted")
+                    if not has_error:
+                        cell.outputs.append(_error(TIMEOUT_ENAME, f"the cell ran past its "
+                                                                  f"{client.timeout} s limit"))
+                elif status == "error" and not has_error:
                     notes.append(f"cell {i} failed but its error output was suppressed")
                     cell.outputs.append(_error("Error", "the cell raised an error (output suppressed)"))
     finally:
@@ -298,13 +322,35 @@ def _timestamp(sub_dir: Path) -> str:
     return f"{stamp}|{h.hexdigest()[:16]}"
 
 
+def read_state(path: Path) -> dict | None:
+    """A submission's .done record (stamp, status, problems, seconds); None if absent or torn."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(state, dict) and isinstance(state.get("stamp"), str) and \
+        isinstance(state.get("problems"), list)
+    return {"status": "graded", "seconds": 0.0, **state} if ok else None
+
+
+def write_state(path: Path, state: dict) -> None:
+    # Replaced in one step: a grader killed mid-write leaves the old record or none, never half.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, path)
+
+
 class Engine:
     def __init__(self, course_dir, assignment_id: str, workers: int | None = None,
                  cell_timeout: int | None = None, notebook_timeout: int | None = None,
                  limits: sandbox.Limits | None = None, max_output: int = MAX_OUTPUT,
                  kernel_pythonpath: list[str] | None = None, hide: list[str] | None = None,
-                 progress=sys.stderr):
+                 progress=sys.stderr, backend: str = "local", image: str | None = None):
         self.course_dir = Path(course_dir).resolve()
+        _slot_class(backend)  # an unknown backend fails here, not in every worker
+        self.backend = backend
+        self.backend_options = {"image": image} if backend == "docker" and image else {}
         self.aid = assignment_id
         self.workers = workers or len(os.sched_getaffinity(0))
         self.config = _course_config(self.course_dir)
@@ -466,27 +512,30 @@ class Engine:
                 for g in snb.grades:
                     out.cells[g.name] = float(g.score)
 
-    def run(self, force: bool = False) -> list[Outcome]:
-        students = self.students()
+    def run(self, force: bool = False, only: list[str] | None = None) -> list[Outcome]:
+        """Grade every submission not graded yet (all with force; only these students if given)."""
+        students = [s for s in self.students() if only is None or s in only]
         outcomes: dict[str, Outcome] = {}
         jobs = {}
         for s in students:
             out = outcomes[s] = Outcome(s)
             stamp = _timestamp(self.course_dir / "submitted" / s / self.aid)
-            done = self._done_file(s)
-            if not force and done.is_file() and done.read_text() == stamp:
+            state = read_state(self._done_file(s))
+            if not force and state and state["stamp"] == stamp and state["status"] != "error":
                 out.status = "skipped"
+                out.problems, out.seconds = list(state["problems"]), state["seconds"]
                 continue
             prepared = {n: self._prepare(s, n, out) for n in self.notebooks}
             jobs[s] = (stamp, prepared)
-        if sandbox.os.geteuid() != 0:
+        if self.backend == "local" and sandbox.os.geteuid() != 0:
             self._say("warning: not root, so kernels run as you with rlimits only (no user "
                       "switch, network left on)\n")
         total, finished, failures = len(jobs), 0, 0
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(min(self.workers, max(total, 1)), mp_context=ctx,
                                     initializer=_init_worker,
-                                    initargs=(self.limits, self.env, self.hide, self.preload)) as pool:
+                                    initargs=(self.limits, self.env, self.hide, self.preload,
+                                              self.backend, self.backend_options)) as pool:
             futures = {}
             for s, (_stamp, prepared) in jobs.items():
                 for name, text in prepared.items():
@@ -516,27 +565,32 @@ class Engine:
                     s = ready.pop()
                     failures += self._finish(s, jobs[s][0], executed[s], outcomes[s])
                     finished += 1
-                    self._say(f"\r{self.aid}: {finished}/{total} graded, {failures} with problems")
+                    self._say("\r" + self._bar(finished, total, failures))
             for s in ready:
                 failures += self._finish(s, jobs[s][0], executed[s], outcomes[s])
                 finished += 1
-        self._say(f"\r{self.aid}: {finished}/{total} graded, {failures} with problems, "
+        self._say("\r" + self._bar(finished, total, failures) + ", "
                   f"{sum(o.status == 'skipped' for o in outcomes.values())} already done\n")
         return [outcomes[s] for s in students]
 
     def _finish(self, student: str, stamp: str, executed: dict[str, str], out: Outcome) -> int:
-        if out.status == "error":  # nbgrader itself cannot read it either
-            return 1
-        try:
-            self._record(student, executed, out)
-        except Exception as exc:  # noqa: BLE001 (one submission's failure must not stop the rest)
-            out.status = "error"
-            out.problems.append(str(exc)[:2000])
-            return 1
-        done = self._done_file(student)
-        done.parent.mkdir(parents=True, exist_ok=True)
-        done.write_text(stamp)
-        return 1 if out.problems else 0
+        # An unreadable notebook (status error) is not recorded: nbgrader cannot read it either.
+        if out.status != "error":
+            try:
+                self._record(student, executed, out)
+            except Exception as exc:  # noqa: BLE001 (one submission's failure must not stop the rest)
+                out.status = "error"
+                out.problems.append(str(exc)[:2000])
+        # Errors are written too, for the report; a later run tries them again.
+        write_state(self._done_file(student), {
+            "stamp": stamp, "status": out.status, "problems": out.problems,
+            "seconds": round(out.seconds, 3)})
+        return 1 if out.problems or out.status == "error" else 0
+
+    def _bar(self, finished: int, total: int, failures: int, width: int = 30) -> str:
+        filled = width * finished // total if total else width
+        return (f"{self.aid} [{'#' * filled}{'.' * (width - filled)}] "
+                f"{finished}/{total} graded, {failures} with problems")
 
     def _say(self, text: str) -> None:
         if self.progress:
@@ -550,12 +604,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("assignment")
     ap.add_argument("--workers", type=int)
     ap.add_argument("--force", action="store_true", help="regrade submissions already graded")
+    ap.add_argument("--backend", choices=("local", "docker"), default="local",
+                    help="where kernels run: the local sandbox or a container of the notebook image")
+    ap.add_argument("--image", help="notebook image for --backend docker "
+                    "(default: torchclass/notebook:<version>, as `make build-cpu` tags it)")
     args = ap.parse_args(argv)
-    engine = Engine(args.course_dir, args.assignment, workers=args.workers)
+    engine = Engine(args.course_dir, args.assignment, workers=args.workers,
+                    backend=args.backend, image=args.image)
     outcomes = engine.run(force=args.force)
     for o in outcomes:
         if o.problems or o.status == "error":
             print(f"{o.student}: {o.status}, score {o.score}: " + "; ".join(o.problems))
+    from torchclass_grading import report
+
+    for path in report.write_report(engine.course_dir, args.assignment):
+        print(f"report: {path}")
     return 0
 
 

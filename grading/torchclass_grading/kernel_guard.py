@@ -54,6 +54,12 @@ def _torchclass_guard():
                     except (AttributeError, TypeError):
                         pass
 
+    try:  # loaded now, or a patch made when a test first touches it would be kept as the truth
+        import numpy.testing  # noqa: F401
+        if "torch" in sys.modules:
+            import torch.testing  # noqa: F401
+    except ImportError:
+        pass
     for obj in (builtins, math, unittest.TestCase):
         keep(obj)
     keep_loaded()

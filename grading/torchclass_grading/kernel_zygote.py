@@ -10,7 +10,7 @@ JSON request per line on stdin:
 Each kernel is forked twice over so that it is orphaned and adopted by the grading worker (a
 child subreaper), which can then wait for it and signal it like a kernel it started itself.
 
-Before any student code runs, the kernel gets a new session; as root, new network and mount
+Before any student code runs, the kernel gets a process group of its own; as root, new network and mount
 namespaces (loopback only, so a notebook's own multi-process code still works; each path to hide
 covered by an empty read-only tmpfs); rlimits; the sandbox account's uid and gid with no
 supplementary groups and no_new_privs; the scrubbed environment; the scratch dir as its working
@@ -72,7 +72,6 @@ def _isolate(hide):
 
 def _become_kernel(spec):
     """In the forked child: lock it down, then run the kernel. Never returns."""
-    os.setsid()
     if spec["uid"] is not None:
         _isolate(spec["hide"])
     for key, limit in RLIMITS.items():
@@ -110,6 +109,9 @@ def _fork_kernel(spec):
         code = 0
         try:
             os.close(read_end)
+            # The kernel's process group, known before its pid is: interrupts and kills sent to
+            # the group reach the kernel and whatever it forks, and nothing else.
+            os.setsid()
             second = os.fork()
             if second == 0:
                 os.close(write_end)

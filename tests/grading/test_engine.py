@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import nbformat
 import pytest
 from torchclass_grading import engine, families, sandbox
-from toy_assignment import write_toy_assignment
+from toy_assignment import write_guard_assignment, write_toy_assignment
 
 pytestmark = pytest.mark.grading
 
@@ -34,6 +36,13 @@ ATTACKS = {
                 "    except OSError as e:\n        print('blocked', e)", 3),
     "huge-output": (SQUARE + "for _ in range(200):\n    print('x' * 100_000)", 3),
 }
+# Only where each kernel has an account of its own: as the caller, the bomb would eat the
+# caller's own process limit.
+FORK_BOMB = (SQUARE + "import os\nprint('bomb-cwd', os.getcwd())\nif os.fork() == 0:\n"
+             "    while True:\n        try:\n            os.fork()\n        except OSError:\n"
+             "            pass\n", 3)
+SOURCE_NOTEBOOK = (engine.REPO / "course" / "stage1" / "projects" / "s1-linear-regression"
+                   / "s1-linear-regression.ipynb")
 
 
 def _submit(course, aid, name, nb_or_text):
@@ -56,7 +65,7 @@ def graded(tmp_path_factory):
     aid = family.assignment_id
     solution = nbformat.read(paths["solution"], as_version=4)
     secret_paths = [course / "source" / aid / f"{aid}.ipynb", course / "gradebook.db",
-                    paths["partial"]]
+                    paths["partial"], SOURCE_NOTEBOOK]
     targets = [str(p) for p in secret_paths]
     db = str(course / "gradebook.db")
     reader = SQUARE + (
@@ -65,6 +74,8 @@ def graded(tmp_path_factory):
         f"try:\n    open({db!r}, 'a').write('x')\n    print('LEAKED')\nexcept OSError as e:\n"
         "    print('blocked', e)")
     attacks = dict(ATTACKS, **{"read-secrets": (reader, 3)})
+    if os.geteuid() == 0:
+        attacks["fork-bomb"] = FORK_BOMB
     for name, (code, _) in attacks.items():
         nb = nbformat.from_dict(json.loads(json.dumps(solution)))
         for cell in nb.cells:
@@ -119,7 +130,8 @@ def test_nothing_leaks_and_the_sandbox_holds(graded):
     if os.geteuid() != 0:
         pytest.skip("the sandbox's user switch and network namespace need root")
     secrets = _cell_text(course, aid, "read-secrets", "square")
-    assert "LEAKED" not in secrets and secrets.count("blocked") == 4, secrets
+    assert SOURCE_NOTEBOOK.is_file()  # readable here, so "blocked" below means hidden
+    assert "LEAKED" not in secrets and secrets.count("blocked") == 5, secrets
     net = _cell_text(course, aid, "network", "square")
     assert "NETWORK-OPEN" not in net and net.count("blocked") == 2, net
     assert "MemoryError" in _cell_text(course, aid, "memory-bomb", "square")
@@ -128,6 +140,24 @@ def test_nothing_leaks_and_the_sandbox_holds(graded):
     huge = course / "autograded" / "huge-output" / aid / f"{aid}.ipynb"
     assert huge.stat().st_size < 1_000_000
     assert any("truncated" in p or "dropped" in p for p in outcomes["huge-output"].problems)
+
+
+def test_a_fork_bomb_is_contained_and_leaves_nothing_behind(graded):
+    family, course, _, outcomes = graded
+    if os.geteuid() != 0:
+        pytest.skip("the fork bomb member runs only where kernels get accounts of their own (root)")
+    bomb = outcomes["fork-bomb"]
+    assert bomb.status == "graded" and bomb.score == 3 and not bomb.problems, bomb
+    text = json.loads(_cell_text(course, family.assignment_id, "fork-bomb", "square"))
+    cwd = next(o["text"] for o in text if "bomb-cwd" in o.get("text", "")).split()[1]
+    survivors = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.readlink(proc / "cwd").startswith(cwd):
+                survivors.append(proc.name)
+        except OSError:
+            continue
+    assert not survivors, f"fork bomb processes outlived grading: {survivors}"
 
 
 def test_broken_submissions_are_reported_and_the_rest_graded(graded):
@@ -168,3 +198,15 @@ def test_killed_grader_resumes_without_lost_or_duplicate_grades(tmp_path):
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         assert len(gb.assignment_submissions(aid)) == len(family.members)
+
+
+def test_monkeypatched_helpers_do_not_steal_points(tmp_path):
+    """A wrong answer plus patched helpers (a locked cell's function, math, unittest, NumPy,
+    or a fake module bound over the real one) still scores 0; the solution keeps its points."""
+    family = families.load_family(write_guard_assignment(tmp_path))
+    course = tmp_path / "course"
+    families.build_family(family, course)
+    outcomes = {o.student: o for o in engine.Engine(course, family.assignment_id, workers=2).run()}
+    scores, _, _ = families.read_scores(family, course)
+    assert {n: scores[n].total for n in family.members} == \
+        {n: m.score for n, m in family.members.items()}, outcomes

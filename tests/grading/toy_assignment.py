@@ -78,3 +78,79 @@ def write_toy_assignment(parent: Path, family_yaml: str = FAMILY_YAML) -> Path:
     nbformat.write(nb, adir / "toy-assignment.ipynb")
     (adir / "submissions.yaml").write_text(family_yaml)
     return adir
+
+
+# Test cells that lean on helpers (a locked cell's function, math, unittest, NumPy): the shape
+# monkeypatching attacks go for. Every attack member has a wrong `half`, so any point it gets
+# is a point stolen by its patch.
+GUARD_FAMILY_YAML = """\
+max_score: 2
+timeout: 10
+submissions:
+  solution: {score: 2}
+  untouched: {score: 0}
+  patch-helpers:
+    score: 0
+    cells:
+      half: |
+        def half(x):
+            return 0
+        close = lambda a, b: True
+        unittest.TestCase.assertEqual = lambda *a, **k: None
+        np.testing.assert_allclose = lambda *a, **k: None
+  patch-modules:
+    score: 0
+    cells:
+      half: |
+        def half(x):
+            return 0
+        import math
+        math.isclose = lambda *a, **k: True
+        import unittest
+        unittest.TestCase.assertEqual = lambda *a, **k: None
+  fake-module:
+    score: 0
+    cells:
+      half: |
+        def half(x):
+            return 0
+        import math, types
+        def close(a, b):
+            return True
+        np = types.SimpleNamespace(testing=types.SimpleNamespace(assert_allclose=lambda *a, **k: None),
+                                   arange=lambda n: list(range(int(n))))
+        unittest = types.SimpleNamespace(TestCase=lambda: types.SimpleNamespace(assertEqual=lambda *a: None))
+"""
+
+
+def write_guard_assignment(parent: Path) -> Path:
+    """parent/toy-guard/: test cells calling helpers that a submission could monkeypatch."""
+    adir = parent / "toy-guard"
+    adir.mkdir(parents=True)
+    locked = {"grade": False, "locked": True, "schema_version": 3, "solution": False, "task": False}
+    cells = [
+        nbformat.v4.new_code_cell(
+            "import math\nimport unittest\n\nimport numpy as np\n\n\n"
+            "def close(a, b):\n    return math.isclose(a, b, rel_tol=1e-9)",
+            metadata={"nbgrader": {**locked, "grade_id": "setup"}},
+        ),
+        nbformat.v4.new_code_cell(
+            "def half(x):\n    ### BEGIN SOLUTION\n    return x / 2\n    ### END SOLUTION",
+            metadata={"nbgrader": {**SOLUTION_META, "grade_id": "half"}},
+        ),
+        nbformat.v4.new_code_cell(
+            "assert close(half(3), 1.5)\n### BEGIN HIDDEN TESTS\nassert math.isclose(half(-5), -2.5)\n"
+            "### END HIDDEN TESTS",
+            metadata={"nbgrader": {**TEST_META, "grade_id": "test-close", "points": 1}},
+        ),
+        nbformat.v4.new_code_cell(
+            "unittest.TestCase().assertEqual(half(4), 2)\n### BEGIN HIDDEN TESTS\n"
+            "np.testing.assert_allclose(half(np.arange(3.0)), [0, 0.5, 1])\n### END HIDDEN TESTS",
+            metadata={"nbgrader": {**TEST_META, "grade_id": "test-helpers", "points": 1}},
+        ),
+    ]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, adir / "toy-guard.ipynb")
+    (adir / "submissions.yaml").write_text(GUARD_FAMILY_YAML)
+    return adir

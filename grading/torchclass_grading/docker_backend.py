@@ -1,0 +1,201 @@
+"""The Docker backend: each submission's kernel runs in a container of the course's notebook image.
+
+The grading worker still drives the kernel with jupyter_client over the ipc transport; only the
+kernel command changes. It becomes `docker run` of the notebook image with the worker's scratch
+dir bind-mounted at the same path, so the connection file and the kernel's unix sockets are
+where both sides expect them (the host and the container share one kernel, so unix sockets
+work across the bind mount). The container has
+
+- no network (`--network none`: loopback only), no capabilities, no new privileges;
+- a read-only root filesystem: the scratch dir is the only writable place besides a small
+  tmpfs on /tmp (both count against the memory limit or the file-size limit);
+- an unprivileged uid that owns nothing outside the scratch dir (no host account needed);
+- limits: memory (cgroup, no swap), CPUs, processes (pids cgroup), CPU seconds, file size and
+  open files (rlimits);
+- no view of the course dir, the gradebook, the sources or any other submission: nothing of the
+  host is mounted but the scratch dir (and the classroom's datasets, read-only, if the grader
+  has TORCHCLASS_DATA set).
+
+The docker client is the kernel process jupyter_client sees: it proxies the interrupt signal to
+the container (the image's tini forwards it to the kernel), and it ends when the kernel ends.
+Containers are named per kernel and labelled with the grading worker that started them;
+`finish()` removes them, and a new worker removes those of workers that no longer run, so a
+killed grader leaves nothing behind once the next one starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from torchclass_grading.sandbox import Limits
+
+REPO = Path(__file__).resolve().parents[2]
+LABEL = "torchclass.grading"          # value: "<host>:<pid>:<start time>" of the worker
+SCRATCH_ROOT = Path("/var/tmp/torchclass-grade-docker")
+SANDBOX_UID = 61000                   # owns only the scratch dirs; no account of that id needed
+IMAGE_PATH = "/opt/torchclass/bin:/usr/local/bin:/usr/bin:/bin"
+IMAGE_DATA = "/srv/torchclass/data"   # where torchclass_course looks for the classroom's datasets
+TMPFS = "/tmp:rw,nosuid,nodev,size=64m"
+# Variables of the grader's environment that name host paths: the image has its own.
+HOST_ONLY = {"PATH", "PYTHONPATH", "TORCHCLASS_DATA"}
+
+
+class DockerError(RuntimeError):
+    pass
+
+
+def docker_command() -> str:
+    """Debian's client (BuildKit built in) unless $DOCKER names another, as the Makefile does."""
+    return os.environ.get("DOCKER") or ("/usr/bin/docker" if Path("/usr/bin/docker").exists()
+                                        else shutil.which("docker") or "docker")
+
+
+def default_image() -> str:
+    """The CPU notebook image `make build-cpu` tags: torchclass/notebook:<project version>."""
+    if os.environ.get("TORCHCLASS_NOTEBOOK_IMAGE"):
+        return os.environ["TORCHCLASS_NOTEBOOK_IMAGE"]
+    for line in (REPO / "pyproject.toml").read_text().splitlines():
+        if line.startswith("version = "):
+            version = line.split('"')[1]
+            return f"torchclass/notebook:{version}"
+    raise DockerError(f"{REPO / 'pyproject.toml'}: no version line to name the notebook image by")
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks: a pid plus this tells a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _owner(pid: int) -> str:
+    return f"{os.uname().nodename}:{pid}:{_start_time(pid)}"
+
+
+class DockerSlot:
+    """One grading worker's containers: the same interface as sandbox.Slot."""
+
+    def __init__(self, limits: Limits, env: dict[str, str], hide=(), preload=(),
+                 image: str | None = None, cpus: float = 1.0, uid: int = SANDBOX_UID):
+        # hide: nothing of the host is mounted but the scratch dir, so there is nothing more to
+        # hide. preload: kernels start by command in a fresh container (no forking factory).
+        self.limits = limits
+        self.env = {k: v for k, v in env.items() if k not in HOST_ONLY}
+        self.data = env.get("TORCHCLASS_DATA")
+        self.image = image or default_image()
+        self.cpus = cpus
+        self.docker = docker_command()
+        # Ownership of the scratch dir: only root can hand it to another uid. Without root the
+        # caller can still run containers (docker group), as itself.
+        self.root = os.geteuid() == 0
+        self.uid, self.gid = (uid, uid) if self.root else (os.getuid(), os.getgid())
+        self.isolated = True
+        self.owner = _owner(os.getpid())
+        self._containers: dict[Path, list[str]] = {}
+        probe = self._docker("image", "inspect", "--format", "{{.Id}}", self.image)
+        if probe.returncode != 0:
+            raise DockerError(f"docker image {self.image!r} is not available "
+                              f"({probe.stderr.strip() or 'no Docker engine?'}); build it with "
+                              "`make build-cpu` or name another with --image")
+        SCRATCH_ROOT.mkdir(parents=True, exist_ok=True)
+        os.chmod(SCRATCH_ROOT, 0o711)
+        self.remove_leftovers()
+
+    def _docker(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([self.docker, *args], capture_output=True, text=True,
+                              timeout=timeout, check=False)
+
+    def remove_leftovers(self) -> list[str]:
+        """Remove the grading containers and scratch dirs of workers on this host that no
+        longer run; return the containers' names."""
+        listing = self._docker("ps", "-a", "--filter", f"label={LABEL}",
+                               "--format", "{{.Names}}\t{{.Label \"" + LABEL + "\"}}")
+        host = os.uname().nodename
+        dead = []
+        for line in listing.stdout.splitlines():
+            name, _, owner = line.partition("\t")
+            o_host, _, rest = owner.partition(":")
+            pid, _, start = rest.partition(":")
+            if o_host == host and pid.isdigit() and _start_time(int(pid)) != start:
+                dead.append(name)
+        if dead:
+            self._docker("rm", "-f", *dead)
+        for d in SCRATCH_ROOT.glob("run-*-*-*"):
+            _, pid, start, _ = d.name.split("-", 3)
+            if pid.isdigit() and _start_time(int(pid)) != start:
+                shutil.rmtree(d, ignore_errors=True)
+        return dead
+
+    def new_scratch(self) -> Path:
+        # Named for its worker, so the next grader can tell a dead one's scratch dirs.
+        d = SCRATCH_ROOT / f"run-{os.getpid()}-{_start_time(os.getpid())}-{uuid.uuid4().hex[:12]}"
+        d.mkdir(mode=0o700)
+        self.give(d)
+        return d
+
+    def give(self, path: Path) -> None:
+        """Hand a file the grader wrote in the scratch dir to the container's uid."""
+        if self.root:
+            os.chown(path, self.uid, self.gid)
+
+    def launch(self, connection_file: str, scratch: Path, startup: list[str]) -> None:
+        """No forked kernels here: the engine falls back to `kernel_cmd`."""
+
+    def kernel_cmd(self, connection_file: str, scratch: Path, startup: list[str]) -> list[str]:
+        lim = self.limits
+        name = f"tcgrade-{uuid.uuid4().hex[:16]}"
+        self._containers.setdefault(scratch, []).append(name)
+        env = dict(self.env, HOME=str(scratch), TMPDIR=str(scratch), MPLCONFIGDIR=str(scratch),
+                   PATH=IMAGE_PATH)
+        cmd = [self.docker, "run", "--rm", "--name", name, "--label", f"{LABEL}={self.owner}",
+               "--network", "none", "--user", f"{self.uid}:{self.gid}",
+               "--read-only", "--tmpfs", TMPFS, "--cap-drop", "ALL",
+               "--security-opt", "no-new-privileges",
+               f"--memory={lim.memory_bytes}", f"--memory-swap={lim.memory_bytes}",
+               f"--cpus={self.cpus}", f"--pids-limit={lim.processes}",
+               # The cgroup ends a kernel over its memory; the data rlimit first turns one big
+               # allocation into a MemoryError the student can read, as the local sandbox does.
+               "--ulimit", f"data={lim.memory_bytes}:{lim.memory_bytes}",
+               "--ulimit", f"cpu={lim.cpu_seconds}:{lim.cpu_seconds}",
+               "--ulimit", f"fsize={lim.file_bytes}:{lim.file_bytes}",
+               "--ulimit", f"nofile={lim.open_files}:{lim.open_files}",
+               "--ulimit", "core=0:0",
+               # The kernel's raw stdout and stderr (not its messages) go to a log file in the
+               # scratch dir (see below), never to the grader; no log driver keeps a copy.
+               "--log-driver", "none", "--no-healthcheck",
+               "-v", f"{scratch}:{scratch}", "-w", str(scratch)]
+        if self.data and Path(self.data).is_dir():
+            cmd += ["-v", f"{self.data}:{IMAGE_DATA}:ro"]
+            env["TORCHCLASS_DATA"] = IMAGE_DATA
+        for k, v in sorted(env.items()):
+            cmd += ["-e", f"{k}={v}"]
+        cmd += [self.image, "sh", "-c", 'exec "$@" >>"$0" 2>&1', str(scratch / "kernel.log"),
+                "python", "-m", "ipykernel_launcher", "-f", connection_file,
+                "--HistoryManager.enabled=False"]
+        cmd += [f"--IPKernelApp.exec_lines={line}" for line in startup]
+        return cmd
+
+    def containers(self) -> list[str]:
+        """Names of this worker's containers that exist now."""
+        out = self._docker("ps", "-a", "--filter", f"label={LABEL}={self.owner}",
+                           "--format", "{{.Names}}")
+        return out.stdout.split()
+
+    def kill_all(self) -> None:
+        """Every container of this worker: a kernel the client lost keeps its container."""
+        names = self.containers()
+        if names:
+            self._docker("rm", "-f", *names)
+
+    def finish(self, scratch: Path) -> None:
+        names = self._containers.pop(scratch, [])
+        if names:
+            # rm -f of a container that --rm already removed only complains; nothing to do.
+            self._docker("rm", "-f", *names)
+        shutil.rmtree(scratch, ignore_errors=True)
