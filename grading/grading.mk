@@ -20,9 +20,9 @@ autograde: install ## autograde collected submissions (ASSIGNMENT=id)
 	$(need_assignment)
 	$(GRADE) autograde $(ASSIGNMENT)
 
-grade: install ## grade in parallel, sandboxed, and write the report (ASSIGNMENT=id [WORKERS=n] [FORCE=1])
+grade: install ## grade in parallel, sandboxed, and write the report (ASSIGNMENT=id [WORKERS=n] [FORCE=1] [BACKEND=docker])
 	$(need_assignment)
-	$(GRADE) grade $(ASSIGNMENT) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force)
+	$(GRADE) grade $(ASSIGNMENT) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force) $(if $(BACKEND),--backend $(BACKEND))
 
 feedback: install ## generate feedback and return it to students (ASSIGNMENT=id)
 	$(need_assignment)

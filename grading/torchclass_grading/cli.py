@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, help="kernels at once (default: available cores)")
     p.add_argument("--force", action="store_true", help="regrade submissions already graded")
     p.add_argument("--student", action="append", help="grade only this student (repeatable)")
+    p.add_argument("--backend", choices=("local", "docker"), default="local",
+                   help="where kernels run: the local sandbox (default) or containers of the "
+                   "course's notebook image")
+    p.add_argument("--image", help="notebook image for --backend docker")
     p = sub.add_parser("export")
     p.add_argument("--out", default="grades.csv", help="CSV file to write (default grades.csv)")
     sub.add_parser("scores")
@@ -120,7 +124,11 @@ def grade(classroom, course: Course, args) -> int:
         os.environ.setdefault("TORCHCLASS_DATA", str(classroom.datasets_dir))
     lib = [str(classroom.lib_dir)] if (classroom.lib_dir / "torchclass_course").is_dir() else None
     try:
-        eng = engine.Engine(course.root, aid, workers=args.workers, kernel_pythonpath=lib)
+        # Kernels keep the datasets, the course library and the lessons; not the hub's state,
+        # any course, the exchange or the shared homes.
+        hide = [str(classroom.data_dir / d) for d in ("hub", "courses", "exchange", "homes", "etc")]
+        eng = engine.Engine(course.root, aid, workers=args.workers, kernel_pythonpath=lib,
+                            hide=hide, backend=args.backend, image=args.image)
         outcomes = eng.run(force=args.force, only=args.student)
         csv_path, html_path = report.write_report(course.root, aid)
     except (engine.EngineError, report.ReportError) as e:

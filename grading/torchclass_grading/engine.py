@@ -516,7 +516,7 @@ class Engine:
         """Grade every submission not graded yet (all with force; only these students if given)."""
         students = [s for s in self.students() if only is None or s in only]
         outcomes: dict[str, Outcome] = {}
-        jobs = {}
+        todo = []
         for s in students:
             out = outcomes[s] = Outcome(s)
             stamp = _timestamp(self.course_dir / "submitted" / s / self.aid)
@@ -525,29 +525,34 @@ class Engine:
                 out.status = "skipped"
                 out.problems, out.seconds = list(state["problems"]), state["seconds"]
                 continue
-            prepared = {n: self._prepare(s, n, out) for n in self.notebooks}
-            jobs[s] = (stamp, prepared)
+            todo.append((s, stamp))
         if self.backend == "local" and sandbox.os.geteuid() != 0:
             self._say("warning: not root, so kernels run as you with rlimits only (no user "
                       "switch, network left on)\n")
-        total, finished, failures = len(jobs), 0, 0
+        total, finished, failures = len(todo), 0, 0
+        stamps = dict(todo)
+        pending: dict[str, set[str]] = {}
+        executed: dict[str, dict[str, str]] = {}
+        ready: list[str] = []
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(min(self.workers, max(total, 1)), mp_context=ctx,
                                     initializer=_init_worker,
                                     initargs=(self.limits, self.env, self.hide, self.preload,
                                               self.backend, self.backend_options)) as pool:
             futures = {}
-            for s, (_stamp, prepared) in jobs.items():
-                for name, text in prepared.items():
-                    if text is None:
-                        continue
-                    job = {"nb": text, "files": self._files(s), "torch": self.torch,
+            # Prepared and handed out one by one, so workers start on the first notebook while
+            # the grader prepares the next.
+            for s, _stamp in todo:
+                prepared = {n: self._prepare(s, n, outcomes[s]) for n in self.notebooks}
+                pending[s] = {n for n, text in prepared.items() if text is not None}
+                executed[s] = {}
+                if not pending[s]:
+                    ready.append(s)
+                for name in pending[s]:
+                    job = {"nb": prepared[name], "files": self._files(s), "torch": self.torch,
                            "cell_timeout": self.cell_timeout, "max_output": self.max_output,
                            "notebook_timeout": self.notebook_timeout}
                     futures[pool.submit(execute, job)] = (s, name)
-            pending = {s: {n for n, t in p.items() if t is not None} for s, (_, p) in jobs.items()}
-            executed: dict[str, dict[str, str]] = {s: {} for s in jobs}
-            ready = [s for s in jobs if not pending[s]]
             for fut in cf.as_completed(futures):
                 s, name = futures[fut]
                 out = outcomes[s]
@@ -557,17 +562,21 @@ class Engine:
                     out.problems += [f"{name}: {n}" for n in res["notes"]]
                     out.seconds += res["seconds"]
                 except Exception as exc:  # noqa: BLE001 (one submission's failure must not stop the rest)
-                    out.problems.append(f"{name}: the grader failed to run it ({exc})")
+                    # The grader's failure, not the student's: no grade is recorded, and the
+                    # next run tries again.
+                    out.status = "error"
+                    out.problems.append(f"{name}: the grader failed to run it ({exc}); "
+                                        "not graded, the gradebook is left as it was")
                 pending[s].discard(name)
                 if not pending[s]:
                     ready.append(s)
                 while ready:
                     s = ready.pop()
-                    failures += self._finish(s, jobs[s][0], executed[s], outcomes[s])
+                    failures += self._finish(s, stamps[s], executed[s], outcomes[s])
                     finished += 1
                     self._say("\r" + self._bar(finished, total, failures))
             for s in ready:
-                failures += self._finish(s, jobs[s][0], executed[s], outcomes[s])
+                failures += self._finish(s, stamps[s], executed[s], outcomes[s])
                 finished += 1
         self._say("\r" + self._bar(finished, total, failures) + ", "
                   f"{sum(o.status == 'skipped' for o in outcomes.values())} already done\n")

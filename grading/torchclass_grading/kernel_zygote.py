@@ -31,7 +31,7 @@ import traceback
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REC, MS_PRIVATE = 0x4000, 1 << 18
+MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 1 << 18
 PR_SET_NO_NEW_PRIVS = 38
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 RLIMITS = {
@@ -59,10 +59,14 @@ def _loopback_up():
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | IFF_UP, b""))
 
 
-def _isolate(hide):
+def _isolate(hide, nsswitch):
     _call("unshare", CLONE_NEWNET | CLONE_NEWNS)
-    # Private, so the tmpfs mounts below never propagate back to the host's namespace.
+    # Private, so the mounts below never propagate back to the host's namespace.
     _call("mount", None, b"/", None, MS_REC | MS_PRIVATE, None)
+    if nsswitch and os.path.isfile("/etc/nsswitch.conf"):
+        # Names from /etc/hosts only: with no network a DNS lookup fails with "try again", and
+        # torch's own rendezvous on 127.0.0.1 (DDP, Lightning) warns on stderr about it.
+        _call("mount", nsswitch.encode(), b"/etc/nsswitch.conf", None, MS_BIND, None)
     for path in hide:
         if os.path.isdir(path):
             _call("mount", b"tmpfs", path.encode(), b"tmpfs",
@@ -73,7 +77,7 @@ def _isolate(hide):
 def _become_kernel(spec):
     """In the forked child: lock it down, then run the kernel. Never returns."""
     if spec["uid"] is not None:
-        _isolate(spec["hide"])
+        _isolate(spec["hide"], spec.get("nsswitch"))
     for key, limit in RLIMITS.items():
         resource.setrlimit(limit, (spec["limits"][key],) * 2)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -137,8 +141,8 @@ def main():
     for name in json.loads(sys.argv[1]) if len(sys.argv) > 1 else []:
         try:
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 (a module that fails here is imported by the kernel)
-            pass
+        except Exception as exc:  # noqa: BLE001 (the kernel imports it itself, and says why)
+            print(f"kernel factory: {name} not preloaded ({exc})", file=sys.stderr)
     out = sys.stdout
     sys.stdout = sys.stderr  # a library that prints must not corrupt the answers
     print("ready", file=out, flush=True)

@@ -193,7 +193,7 @@ class Slot:
             return None
         env = dict(self.env, MPLCONFIGDIR=str(STATE_DIR / "matplotlib"))
         (STATE_DIR / "matplotlib").mkdir(exist_ok=True)
-        proc = subprocess.Popen(  # noqa: S603 (our own script, our own interpreter)
+        proc = subprocess.Popen(
             [sys.executable, str(ZYGOTE), json.dumps(self.preload)], env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=STATE_DIR)
         if proc.stdout.readline().strip() != "ready":
@@ -209,6 +209,7 @@ class Slot:
             if self.zygote is None:
                 return None
         spec = {
+            "nsswitch": self._nsswitch() if self.isolated else None,
             "uid": self.user.pw_uid if self.isolated else None,
             "gid": self.user.pw_gid if self.isolated else None,
             "hide": self.hide, "limits": asdict(self.limits), "scratch": str(scratch),
@@ -225,6 +226,21 @@ class Slot:
             raise SandboxError(f"the kernel factory could not start a kernel: "
                                f"{answer.get('error', 'it stopped answering')}")
         return ForkedKernel(answer["pid"])
+
+    @staticmethod
+    def _nsswitch() -> str | None:
+        """The host's nsswitch.conf with host names from files only (see kernel_zygote)."""
+        try:
+            text = Path("/etc/nsswitch.conf").read_text()
+        except OSError:
+            return None
+        lines = [line for line in text.splitlines() if not line.startswith("hosts:")]
+        path = STATE_DIR / "nsswitch.conf"
+        tmp = path.with_suffix(f".{os.getpid()}")
+        tmp.write_text("\n".join([*lines, "hosts: files"]) + "\n")
+        os.chmod(tmp, 0o644)
+        tmp.replace(path)
+        return str(path)
 
     def close(self) -> None:
         if self.zygote is not None and self.zygote.poll() is None:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-
 from pathlib import Path
 
 import nbformat
@@ -37,10 +36,15 @@ ATTACKS = {
     "huge-output": (SQUARE + "for _ in range(200):\n    print('x' * 100_000)", 3),
 }
 # Only where each kernel has an account of its own: as the caller, the bomb would eat the
-# caller's own process limit.
+# caller's own process limit. Its score is not fixed: its spinning processes starve its own
+# kernel, whose cells may time out on a loaded machine; what is fixed is that it is graded, the
+# grader goes on, and nothing of it survives. Its processes write nowhere: the kernel forwards whatever a child
+# writes into the cell running at the time, so a noisy bomb would (rightly, but at random) fail
+# one of its own tests.
 FORK_BOMB = (SQUARE + "import os\nprint('bomb-cwd', os.getcwd())\nif os.fork() == 0:\n"
+             "    null = os.open(os.devnull, os.O_WRONLY)\n    os.dup2(null, 1)\n    os.dup2(null, 2)\n"
              "    while True:\n        try:\n            os.fork()\n        except OSError:\n"
-             "            pass\n", 3)
+             "            pass\n", None)
 SOURCE_NOTEBOOK = (engine.REPO / "course" / "stage1" / "projects" / "s1-linear-regression"
                    / "s1-linear-regression.ipynb")
 
@@ -121,7 +125,8 @@ def test_attacks_are_scored_honestly(graded):
     _, _, attacks, outcomes = graded
     for name, (_, expected) in attacks.items():
         assert outcomes[name].status == "graded", outcomes[name]
-        assert outcomes[name].score == expected, outcomes[name]
+        if expected is not None:
+            assert outcomes[name].score == expected, outcomes[name]
 
 
 def test_nothing_leaks_and_the_sandbox_holds(graded):
@@ -147,7 +152,8 @@ def test_a_fork_bomb_is_contained_and_leaves_nothing_behind(graded):
     if os.geteuid() != 0:
         pytest.skip("the fork bomb member runs only where kernels get accounts of their own (root)")
     bomb = outcomes["fork-bomb"]
-    assert bomb.status == "graded" and bomb.score == 3 and not bomb.problems, bomb
+    assert bomb.status == "graded" and 0 <= bomb.score <= 3, bomb
+    assert all("ran past" in p for p in bomb.problems), bomb
     text = json.loads(_cell_text(course, family.assignment_id, "fork-bomb", "square"))
     cwd = next(o["text"] for o in text if "bomb-cwd" in o.get("text", "")).split()[1]
     survivors = []

@@ -98,7 +98,7 @@ def test_html_numbers_match_the_gradebook(graded):
     assert re.search(r'data-student="solution">.*?<td class="n">\d+\.\d s</td></tr>', page)
     assert re.search(r'data-student="corrupt-json">.*?<td class="n"></td></tr>', page)
     problems = re.findall(r'<tr class="problem" data-student="([^"]+)"', page)
-    assert set(problems) == {"corrupt-json", "deleted-cell", "cheat"}
+    assert set(problems) == {"corrupt-json", "deleted-cell", "cheat", "infinite-loop"}
 
 
 def test_hidden_tests_stay_out_and_student_markup_is_escaped(graded):
