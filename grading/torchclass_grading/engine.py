@@ -305,6 +305,38 @@ def _kernel_library() -> Path:
     return lib
 
 
+# Course-library loaders whose offline fallback builds a dataset into the kernel's cache.
+CACHED_LOADERS = ("mnist", "fashion_mnist", "colour_images")
+
+
+def _shared_cache(source_text: str, library: Path) -> Path | None:
+    """The offline datasets an assignment loads, built once by the grader (trusted code, as the
+    grader) into a cache kernels may read but not write; None when it uses none of them."""
+    import subprocess
+
+    used = [name for name in CACHED_LOADERS if f"data.{name}(" in source_text]
+    if not used:
+        return None
+    cache = sandbox.STATE_DIR / "cache"
+    built = cache / f".built-{library.name}-{'-'.join(used)}"
+    if built.is_file():
+        return cache
+    cache.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TORCHCLASS_DATA")}
+    env.update(TORCHCLASS_CACHE=str(cache), PYTHONPATH=str(library), OMP_NUM_THREADS="1",
+               HOME=str(cache))
+    code = "from torchclass_course import data\n" + "".join(f"data.{n}()\n" for n in used)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=False)
+    if proc.returncode != 0:  # kernels then build their own, as students' servers do
+        return None
+    for p in [cache, *cache.rglob("*")]:
+        if not p.is_symlink():
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    built.touch()
+    return cache
+
+
 def _checkout_paths() -> list[str]:
     """The checkout, or, when the Python running us lives inside it, everything else in it."""
     prefix = Path(sys.prefix).resolve()
@@ -346,7 +378,8 @@ class Engine:
                  cell_timeout: int | None = None, notebook_timeout: int | None = None,
                  limits: sandbox.Limits | None = None, max_output: int = MAX_OUTPUT,
                  kernel_pythonpath: list[str] | None = None, hide: list[str] | None = None,
-                 progress=sys.stderr, backend: str = "local", image: str | None = None):
+                 progress=sys.stderr, backend: str = "local", image: str | None = None,
+                 fork_kernels: bool = True):
         self.course_dir = Path(course_dir).resolve()
         _slot_class(backend)  # an unknown backend fails here, not in every worker
         self.backend = backend
@@ -367,11 +400,12 @@ class Engine:
         self.db_url = f"sqlite:///{self.course_dir / 'gradebook.db'}"
         self.notebooks = self._notebooks()
         self.torch = any("torch" in (self.source_dir / f"{n}.ipynb").read_text() for n in self.notebooks)
-        paths = kernel_pythonpath or [str(_kernel_library())]
+        library = _kernel_library()
+        paths = kernel_pythonpath or [str(library)]
         # What kernels must not see: this course (gradebook, source, other submissions), the
         # checkout (every assignment's source and solutions), and what the caller names.
         self.hide = [str(self.course_dir), *_checkout_paths(), *(hide or [])]
-        self.preload = PRELOAD + (TORCH_PRELOAD if self.torch else [])
+        self.preload = PRELOAD + (TORCH_PRELOAD if self.torch else []) if fork_kernels else None
         self.env = {
             "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8",
             "PYTHONPATH": os.pathsep.join(paths), "PYTHONHASHSEED": "0",
@@ -381,6 +415,9 @@ class Engine:
         }
         if os.environ.get("TORCHCLASS_DATA"):
             self.env["TORCHCLASS_DATA"] = os.environ["TORCHCLASS_DATA"]
+        source_text = "".join((self.source_dir / f"{n}.ipynb").read_text() for n in self.notebooks)
+        if (cache := _shared_cache(source_text, library)) is not None:
+            self.env["TORCHCLASS_SHARED_CACHE"] = str(cache)
 
     def _notebooks(self) -> list[str]:
         from nbgrader.api import Gradebook, MissingEntry

@@ -7,6 +7,9 @@ JSON request per line on stdin:
 
     {"kernel": {...}}     fork a kernel; answered with {"pid": N} or {"error": "..."}
 
+(`kernel_zygote.py --kernel SPEC` makes the process itself the kernel: the slow way, for when
+there is no factory.)
+
 Each kernel is forked twice over so that it is orphaned and adopted by the grading worker (a
 child subreaper), which can then wait for it and signal it like a kernel it started itself.
 
@@ -138,6 +141,9 @@ def _fork_kernel(spec):
 
 
 def main():
+    if sys.argv[1:2] == ["--kernel"]:  # no factory: this fresh process becomes the kernel
+        _become_kernel(json.loads(sys.argv[2]))
+        return
     for name in json.loads(sys.argv[1]) if len(sys.argv) > 1 else []:
         try:
             importlib.import_module(name)

@@ -11,8 +11,8 @@ dir (jupyter's ipc transport), never TCP.
 
 Kernels are forked from a per-worker kernel factory (kernel_zygote.py) that has imported the
 heavy libraries once; the worker is a child subreaper, so forked kernels, and whatever they fork,
-are its children to wait for and reap. When the factory cannot be used, a kernel is started the
-ordinary way through `unshare`/`setpriv`/`prlimit` (kernel_cmd).
+are its children to wait for and reap. When the factory cannot be used, a kernel is started as a
+fresh interpreter that locks itself down the same way (kernel_cmd), only slower.
 
 After each notebook every process of the account is stopped, then killed, round after round
 until none is left: a fork bomb cannot outrun it, and nothing it started survives into the next
@@ -118,14 +118,15 @@ class Slot:
     """One worker's sandbox: its account (as root), its lock, its kernel factory, its scratch dirs.
 
     hide: paths the kernel must not see (as root: covered in its mount namespace).
-    preload: modules the kernel factory imports once for every kernel it forks.
+    preload: modules the kernel factory imports once for every kernel it forks; None: no
+    factory, every kernel starts as a fresh interpreter.
     """
 
     def __init__(self, limits: Limits, env: dict[str, str], hide=(), preload=()):
         self.limits = limits
         self.env = env
         self.hide = [str(p) for p in hide]
-        self.preload = list(preload)
+        self.preload = None if preload is None else list(preload)
         self.isolated = os.geteuid() == 0
         self.zygote = None
         STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -164,20 +165,21 @@ class Slot:
         return dict(self.env, HOME=str(scratch), TMPDIR=str(scratch), MPLCONFIGDIR=str(scratch))
 
     def kernel_cmd(self, connection_file: str, scratch: Path, startup: list[str]) -> list[str]:
-        """The command that starts a kernel without the factory (namespaces by `unshare`)."""
-        lim = self.limits
-        cmd = []
-        if self.isolated:
-            cmd += ["unshare", "--net", "--",
-                    "setpriv", f"--reuid={self.user.pw_uid}", f"--regid={self.user.pw_gid}",
-                    "--clear-groups", "--inh-caps=-all", "--no-new-privs", "--"]
-        cmd += ["prlimit", f"--cpu={lim.cpu_seconds}", f"--as={lim.memory_bytes}",
-                f"--nproc={lim.processes}", f"--fsize={lim.file_bytes}",
-                f"--nofile={lim.open_files}", "--core=0", "--",
-                "env", "-i", *[f"{k}={v}" for k, v in sorted(self._kernel_env(scratch).items())],
-                sys.executable, "-m", "ipykernel_launcher", "-f", connection_file,
-                *self._kernel_args(startup)]
-        return cmd
+        """The command that starts a kernel without the factory: a fresh interpreter that locks
+        itself down exactly as a forked kernel does (kernel_zygote.py --kernel)."""
+        spec = self._spec(connection_file, scratch, startup)
+        return ["env", "-i", f"PYTHONHASHSEED={self.env.get('PYTHONHASHSEED', '0')}",
+                sys.executable, str(ZYGOTE), "--kernel", json.dumps(spec)]
+
+    def _spec(self, connection_file: str, scratch: Path, startup: list[str]) -> dict:
+        return {
+            "nsswitch": self._nsswitch() if self.isolated else None,
+            "uid": self.user.pw_uid if self.isolated else None,
+            "gid": self.user.pw_gid if self.isolated else None,
+            "hide": self.hide, "limits": asdict(self.limits), "scratch": str(scratch),
+            "env": self._kernel_env(scratch),
+            "argv": ["-f", connection_file, *self._kernel_args(startup)],
+        }
 
     @staticmethod
     def _kernel_args(startup: list[str]) -> list[str]:
@@ -204,18 +206,13 @@ class Slot:
 
     def launch(self, connection_file: str, scratch: Path, startup: list[str]) -> ForkedKernel | None:
         """A kernel forked from the factory, or None when there is none (start it by kernel_cmd)."""
+        if self.preload is None:
+            return None
         if self.zygote is None or self.zygote.poll() is not None:
             self.zygote = self._start_zygote()
             if self.zygote is None:
                 return None
-        spec = {
-            "nsswitch": self._nsswitch() if self.isolated else None,
-            "uid": self.user.pw_uid if self.isolated else None,
-            "gid": self.user.pw_gid if self.isolated else None,
-            "hide": self.hide, "limits": asdict(self.limits), "scratch": str(scratch),
-            "env": self._kernel_env(scratch),
-            "argv": ["-f", connection_file, *self._kernel_args(startup)],
-        }
+        spec = self._spec(connection_file, scratch, startup)
         try:
             self.zygote.stdin.write(json.dumps({"kernel": spec}) + "\n")
             self.zygote.stdin.flush()

@@ -216,3 +216,33 @@ def test_monkeypatched_helpers_do_not_steal_points(tmp_path):
     scores, _, _ = families.read_scores(family, course)
     assert {n: scores[n].total for n in family.members} == \
         {n: m.score for n, m in family.members.items()}, outcomes
+
+
+def test_kernels_started_without_the_factory_get_the_same_sandbox(tmp_path):
+    """The slow path (no kernel factory): exact scores, a timed-out cell interrupted, and the
+    same namespaces: no network beyond loopback, the course and the checkout hidden."""
+    family = families.load_family(write_toy_assignment(tmp_path))
+    course = tmp_path / "course"
+    paths = families.build_family(family, course)
+    aid = family.assignment_id
+    probe = SQUARE + (
+        f"for p in {[str(course / 'gradebook.db'), str(SOURCE_NOTEBOOK)]!r}:\n    try:\n"
+        "        open(p).read(1)\n        print('LEAKED')\n    except OSError as e:\n"
+        "        print('blocked', e)\n"
+        "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 80), timeout=2)\n"
+        "    print('NETWORK-OPEN')\nexcept OSError as e:\n    print('blocked', e)\n")
+    nb = nbformat.read(paths["solution"], as_version=4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "square":
+            cell.source = probe
+    _submit(course, aid, "probe", nb)
+    eng = engine.Engine(course, aid, workers=2, fork_kernels=False)
+    outcomes = {o.student: o for o in eng.run()}
+    scores, _, _ = families.read_scores(family, course)
+    for name, member in family.members.items():
+        assert scores[name].total == member.score, (name, outcomes[name])
+    assert outcomes["probe"].score == 3, outcomes["probe"]
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox's user switch and namespaces need root")
+    text = _cell_text(course, aid, "probe", "square")
+    assert "LEAKED" not in text and "NETWORK-OPEN" not in text and text.count("blocked") == 3, text
