@@ -75,6 +75,24 @@ def _ensure_user(name: str) -> pwd.struct_passwd:
     return pwd.getpwnam(name)
 
 
+def become_subreaper() -> bool:
+    """Adopt this process's orphaned descendants (they become its children to wait for)."""
+    return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def reap_children() -> list[int]:
+    """Collect every child of this process that has exited; their pids."""
+    reaped = []
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid == 0:
+            return reaped
+        reaped.append(pid)
+
+
 class ForkedKernel:
     """A forked kernel seen the way jupyter_client sees the Popen of a kernel it started."""
 
@@ -190,8 +208,7 @@ class Slot:
 
     def _start_zygote(self):
         # The worker adopts every orphan below it: forked kernels and whatever they fork.
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        if not become_subreaper():
             return None
         env = dict(self.env, MPLCONFIGDIR=str(STATE_DIR / "matplotlib"))
         (STATE_DIR / "matplotlib").mkdir(exist_ok=True)
@@ -247,17 +264,10 @@ class Slot:
     # -- cleaning up after a notebook
 
     def reap(self) -> None:
-        """Collect every exited child but the factory (orphans the worker adopted)."""
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            if self.zygote is not None and pid == self.zygote.pid:
-                self.zygote.returncode = -1
-                self.zygote = None
+        """Collect every exited child (orphans the worker adopted); notice a dead factory."""
+        if self.zygote is not None and self.zygote.pid in reap_children():
+            self.zygote.returncode = -1
+            self.zygote = None
 
     def _alive(self) -> bool:
         """Whether a live process (zombies aside: init or this worker reaps them) is the account's."""

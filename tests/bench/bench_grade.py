@@ -56,7 +56,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "grading"), str(REPO / "course")]
 
-from torchclass_grading import engine, families
+from torchclass_grading import engine, families, sandbox
 
 # Share of the class each member makes up (the infinite-loop member is left out, see above).
 MIX = {"solution": 14, "alternative": 10, "partial": 10, "untouched": 3, "cheat": 3}
@@ -94,27 +94,8 @@ def fresh_copy(family, base: Path, tmp: Path, name: str) -> Path:
     return dest
 
 
-def become_subreaper() -> None:
-    """Adopt orphaned descendants, so sandboxed kernels count in RUSAGE_CHILDREN when reaped."""
-    import ctypes
-
-    PR_SET_CHILD_SUBREAPER = 36
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-def reap() -> None:
-    """Collect descendants that ended after their parent did (their CPU time with them)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
 def _cpu() -> float:
-    reap()
+    sandbox.reap_children()  # descendants that ended after their parent, CPU time with them
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
@@ -448,7 +429,7 @@ def main() -> int:
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     import torch
 
-    become_subreaper()
+    sandbox.become_subreaper()
     found = {p.name: p for p in families.find_assignments(REPO)}
     if args.assignment not in found:
         parser.error(f"--assignment {args.assignment}: no course/stage*/projects/{args.assignment}/"

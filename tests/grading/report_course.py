@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 from torchclass_grading import engine, families, sandbox
-from toy_assignment import write_toy_assignment
+from toy_assignment import submit, submit_with_cell, write_toy_assignment
 
 INJECTED = '<script>document.title="pwned"</script><img src=x onerror=alert(1)>'
 EXTRA = {
@@ -28,17 +28,6 @@ ROSTER_ONLY = "absent"
 HIDDEN_SNIPPETS = ("square(-7)", "add(2, 5)", "== 49", "== 7")
 
 
-def _submit(course: Path, aid: str, name: str, nb_or_text) -> None:
-    dest = course / "submitted" / name / aid
-    dest.mkdir(parents=True)
-    path = dest / f"{aid}.ipynb"
-    if isinstance(nb_or_text, str):
-        path.write_text(nb_or_text)
-    else:
-        nbformat.write(nb_or_text, path)
-    (dest / "timestamp.txt").write_text("2026-01-01 00:00:00.000000 UTC")
-
-
 def _build(root: Path) -> dict:
     family = families.load_family(write_toy_assignment(root))
     course = root / "course"
@@ -46,16 +35,12 @@ def _build(root: Path) -> dict:
     aid = family.assignment_id
     solution = nbformat.read(paths["solution"], as_version=4)
     for name, code in EXTRA.items():
-        nb = nbformat.from_dict(json.loads(json.dumps(solution)))
-        for cell in nb.cells:
-            if cell.metadata.get("nbgrader", {}).get("grade_id") == "square":
-                cell.source = code
-        _submit(course, aid, name, nb)
+        submit_with_cell(course, aid, name, solution, "square", code)
     deleted = nbformat.from_dict(json.loads(json.dumps(solution)))
     deleted.cells = [c for c in deleted.cells
                      if c.metadata.get("nbgrader", {}).get("grade_id") != "test-add"]
-    _submit(course, aid, "deleted-cell", deleted)
-    _submit(course, aid, "corrupt-json", '{"cells": [ not json at all')
+    submit(course, aid, "deleted-cell", deleted)
+    submit(course, aid, "corrupt-json", '{"cells": [ not json at all')
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:

@@ -6,7 +6,6 @@ tests/images builds (`make build-cpu`, built once per test run across workers).
 """
 
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from torchclass_grading import docker_backend, engine, families, sandbox
-from toy_assignment import write_toy_assignment
+from toy_assignment import submit_with_cell, write_toy_assignment
 
 pytestmark = [pytest.mark.grading, pytest.mark.docker]
 
@@ -126,14 +125,7 @@ def graded(tmp_path_factory):
     solution = nbformat.read(paths["solution"], as_version=4)
     probes = _probes(course, aid, paths["partial"])
     for name, (code, _) in probes.items():
-        nb = nbformat.from_dict(json.loads(json.dumps(solution)))
-        for cell in nb.cells:
-            if cell.metadata.get("nbgrader", {}).get("grade_id") == "square":
-                cell.source = code
-        dest = course / "submitted" / name / aid
-        dest.mkdir(parents=True)
-        nbformat.write(nb, dest / f"{aid}.ipynb")
-        (dest / "timestamp.txt").write_text("2026-01-01 00:00:00.000000 UTC")
+        submit_with_cell(course, aid, name, solution, "square", code)
     eng = engine.Engine(course, aid, workers=2, backend="docker", image=image, limits=LIMITS)
     t0 = time.monotonic()
     outcomes = {o.student: o for o in eng.run()}

@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from torchclass_grading import engine, families, sandbox
-from toy_assignment import write_guard_assignment, write_toy_assignment
+from toy_assignment import submit, submit_with_cell, write_guard_assignment, write_toy_assignment
 
 pytestmark = pytest.mark.grading
 
@@ -49,17 +49,6 @@ SOURCE_NOTEBOOK = (engine.REPO / "course" / "stage1" / "projects" / "s1-linear-r
                    / "s1-linear-regression.ipynb")
 
 
-def _submit(course, aid, name, nb_or_text):
-    dest = course / "submitted" / name / aid
-    dest.mkdir(parents=True)
-    path = dest / f"{aid}.ipynb"
-    if isinstance(nb_or_text, str):
-        path.write_text(nb_or_text)
-    else:
-        nbformat.write(nb_or_text, path)
-    (dest / "timestamp.txt").write_text("2026-01-01 00:00:00.000000 UTC")
-
-
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("engine")
@@ -81,18 +70,14 @@ def graded(tmp_path_factory):
     if os.geteuid() == 0:
         attacks["fork-bomb"] = FORK_BOMB
     for name, (code, _) in attacks.items():
-        nb = nbformat.from_dict(json.loads(json.dumps(solution)))
-        for cell in nb.cells:
-            if cell.metadata.get("nbgrader", {}).get("grade_id") == "square":
-                cell.source = code
-        _submit(course, aid, name, nb)
+        submit_with_cell(course, aid, name, solution, "square", code)
     deleted = nbformat.from_dict(json.loads(json.dumps(solution)))
     deleted.cells = [c for c in deleted.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test-add"]
-    _submit(course, aid, "deleted-cell", deleted)
+    submit(course, aid, "deleted-cell", deleted)
     wrong_kernel = nbformat.from_dict(json.loads(json.dumps(solution)))
     wrong_kernel.metadata.kernelspec = {"name": "evil", "display_name": "evil", "language": "python"}
-    _submit(course, aid, "wrong-kernel", wrong_kernel)
-    _submit(course, aid, "corrupt-json", '{"cells": [ this is not json')
+    submit(course, aid, "wrong-kernel", wrong_kernel)
+    submit(course, aid, "corrupt-json", '{"cells": [ this is not json')
     eng = engine.Engine(course, aid, workers=2, max_output=200_000,
                         limits=sandbox.Limits(cpu_seconds=60, memory_bytes=1 << 30,
                                               file_bytes=16 << 20))
@@ -231,11 +216,8 @@ def test_kernels_started_without_the_factory_get_the_same_sandbox(tmp_path):
         "        print('blocked', e)\n"
         "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 80), timeout=2)\n"
         "    print('NETWORK-OPEN')\nexcept OSError as e:\n    print('blocked', e)\n")
-    nb = nbformat.read(paths["solution"], as_version=4)
-    for cell in nb.cells:
-        if cell.metadata.get("nbgrader", {}).get("grade_id") == "square":
-            cell.source = probe
-    _submit(course, aid, "probe", nb)
+    submit_with_cell(course, aid, "probe", nbformat.read(paths["solution"], as_version=4),
+                     "square", probe)
     eng = engine.Engine(course, aid, workers=2, fork_kernels=False)
     outcomes = {o.student: o for o in eng.run()}
     scores, _, _ = families.read_scores(family, course)

@@ -1,5 +1,6 @@
 """A tiny nbgrader assignment written on the fly, to test the family harness itself quickly."""
 
+import copy
 from pathlib import Path
 
 import nbformat
@@ -154,3 +155,26 @@ def write_guard_assignment(parent: Path) -> Path:
     nbformat.write(nb, adir / "toy-guard.ipynb")
     (adir / "submissions.yaml").write_text(GUARD_FAMILY_YAML)
     return adir
+
+
+def submit(course: Path, aid: str, student: str, nb_or_text) -> None:
+    """A submission in course/submitted/<student>/<aid>/, as `nbgrader collect` leaves it; a
+    string is written as is (corrupt JSON)."""
+    dest = course / "submitted" / student / aid
+    dest.mkdir(parents=True)
+    path = dest / f"{aid}.ipynb"
+    if isinstance(nb_or_text, str):
+        path.write_text(nb_or_text)
+    else:
+        nbformat.write(nb_or_text, path)
+    # nbgrader reads a submission's time from this file; a fixed one keeps runs identical.
+    (dest / "timestamp.txt").write_text("2026-01-01 00:00:00.000000 UTC")
+
+
+def submit_with_cell(course: Path, aid: str, student: str, solution, grade_id: str, code: str):
+    """The solution notebook with one cell's source replaced, submitted as student."""
+    nb = copy.deepcopy(solution)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+            cell.source = code
+    submit(course, aid, student, nb)
