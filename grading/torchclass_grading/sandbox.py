@@ -40,7 +40,9 @@ from pathlib import Path
 
 USER_PREFIX = "tcgrade"
 MAX_SLOTS = 64
-STATE_DIR = Path("/var/tmp/torchclass-grade")
+# Scratch dirs, slot locks, the kernels' library copy and dataset cache; one per user when not
+# root, since root's is not writable by anyone else.
+STATE_DIR = Path("/var/tmp/torchclass-grade" + ("" if os.geteuid() == 0 else f"-{os.getuid()}"))
 PR_SET_CHILD_SUBREAPER = 36
 ZYGOTE = Path(__file__).with_name("kernel_zygote.py")
 # Kill rounds before giving up on a slot's leftovers (each round stops, then kills, everything).
