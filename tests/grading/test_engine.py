@@ -5,9 +5,11 @@ One graded run serves every attack check (a run costs seconds of kernel start-up
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -228,3 +230,34 @@ def test_kernels_started_without_the_factory_get_the_same_sandbox(tmp_path):
         pytest.skip("the sandbox's user switch and namespaces need root")
     text = _cell_text(course, aid, "probe", "square")
     assert "LEAKED" not in text and "NETWORK-OPEN" not in text and text.count("blocked") == 3, text
+
+
+def test_an_instructor_without_root_grades_with_rlimits_only():
+    """Run as an ordinary account (as root here: a throw-away one), the engine warns that
+    kernels run as the caller and still grades the family to its exact scores."""
+    if os.geteuid() != 0:
+        pytest.skip("already not root: every other test here covers this path")
+    user = f"tcnr{os.getpid() % 100000}"
+    subprocess.run(["useradd", "--create-home", user], check=True, capture_output=True)
+    # Not under pytest's tmp dirs: those are root's, 0700.
+    work = Path(tempfile.mkdtemp(prefix="torchclass-nonroot-", dir="/var/tmp"))
+    try:
+        family = families.load_family(write_toy_assignment(work))
+        course = work / "course"
+        families.build_family(family, course)
+        subprocess.run(["chown", "-R", user, str(work)], check=True)
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+               "OMP_NUM_THREADS": "1", "HOME": f"/home/{user}"}
+        proc = subprocess.run(
+            ["runuser", "-u", user, "--", sys.executable, "-m", "torchclass_grading.engine",
+             str(course), family.assignment_id, "--workers", "2"],
+            env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "not root" in proc.stderr
+        scores, _, _ = families.read_scores(family, course)
+        assert {n: scores[n].total for n in family.members} == \
+            {n: m.score for n, m in family.members.items()}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        subprocess.run(["pkill", "-KILL", "-u", user], check=False)
+        subprocess.run(["userdel", "-r", "-f", user], check=False, capture_output=True)
