@@ -31,7 +31,12 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from torchclass_grading.sandbox import Limits
+from torchclass_grading.sandbox import (
+    Limits,
+    new_scratch_dir,
+    process_start_time,
+    remove_dead_scratch,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 LABEL = "torchclass.grading"          # value: "<host>:<pid>:<start time>" of the worker
@@ -65,17 +70,8 @@ def default_image() -> str:
     raise DockerError(f"{REPO / 'pyproject.toml'}: no version line to name the notebook image by")
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks: a pid plus this tells a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
 def _owner(pid: int) -> str:
-    return f"{os.uname().nodename}:{pid}:{_start_time(pid)}"
+    return f"{os.uname().nodename}:{pid}:{process_start_time(pid)}"
 
 
 class DockerSlot:
@@ -122,20 +118,15 @@ class DockerSlot:
             name, _, owner = line.partition("\t")
             o_host, _, rest = owner.partition(":")
             pid, _, start = rest.partition(":")
-            if o_host == host and pid.isdigit() and _start_time(int(pid)) != start:
+            if o_host == host and pid.isdigit() and process_start_time(int(pid)) != start:
                 dead.append(name)
         if dead:
             self._docker("rm", "-f", *dead)
-        for d in SCRATCH_ROOT.glob("run-*-*-*"):
-            _, pid, start, _ = d.name.split("-", 3)
-            if pid.isdigit() and _start_time(int(pid)) != start:
-                shutil.rmtree(d, ignore_errors=True)
+        remove_dead_scratch(SCRATCH_ROOT)
         return dead
 
     def new_scratch(self) -> Path:
-        # Named for its worker, so the next grader can tell a dead one's scratch dirs.
-        d = SCRATCH_ROOT / f"run-{os.getpid()}-{_start_time(os.getpid())}-{uuid.uuid4().hex[:12]}"
-        d.mkdir(mode=0o700)
+        d = new_scratch_dir(SCRATCH_ROOT)
         self.give(d)
         return d
 

@@ -399,7 +399,9 @@ class Engine:
             raise EngineError(f"{self.source_dir}: no such assignment source")
         self.db_url = f"sqlite:///{self.course_dir / 'gradebook.db'}"
         self.notebooks = self._notebooks()
-        self.torch = any("torch" in (self.source_dir / f"{n}.ipynb").read_text() for n in self.notebooks)
+        source_text = "".join((self.source_dir / f"{n}.ipynb").read_text() for n in self.notebooks)
+        self.torch = "torch" in source_text
+        self._test_cells = {n: self._handed_test_cells(n) for n in self.notebooks}
         library = _kernel_library()
         paths = kernel_pythonpath or [str(library)]
         # What kernels must not see: this course (gradebook, source, other submissions), the
@@ -415,7 +417,6 @@ class Engine:
         }
         if os.environ.get("TORCHCLASS_DATA"):
             self.env["TORCHCLASS_DATA"] = os.environ["TORCHCLASS_DATA"]
-        source_text = "".join((self.source_dir / f"{n}.ipynb").read_text() for n in self.notebooks)
         if (cache := _shared_cache(source_text, library)) is not None:
             self.env["TORCHCLASS_SHARED_CACHE"] = str(cache)
 
@@ -472,23 +473,29 @@ class Engine:
             return None
         if kernel != nb.metadata.get("kernelspec", {}).get("name"):
             out.problems.append(f"{name}: kernel {kernel!r} replaced by the assignment's")
+        graded, handed = self._test_cells[name]
+        for gid in graded:
+            if gid not in submitted:
+                out.problems.append(f"{name}: test cell {gid} deleted or renamed (scored 0)")
+        for gid, text in handed.items():
+            if gid in submitted and submitted[gid] != text:
+                out.problems.append(f"{name}: test cell {gid} was edited; restored from the source")
+        return nbformat.writes(nb)
+
+    def _handed_test_cells(self, name: str) -> tuple[list[str], dict[str, str]]:
+        """A notebook's test cells: every name in the gradebook, and the sources students were
+        handed (the release: hidden tests left out), to tell deleted and edited ones."""
         from nbgrader.api import Gradebook
 
         with Gradebook(self.db_url) as gb:
-            for gc in gb.find_notebook(name, self.aid).grade_cells:
-                if gc.name not in submitted:
-                    out.problems.append(f"{name}: test cell {gc.name} deleted or renamed (scored 0)")
-        # Edited test cells: compared with what students were handed (hidden tests left out).
+            graded = [gc.name for gc in gb.find_notebook(name, self.aid).grade_cells]
         release = self.course_dir / "release" / self.aid / f"{name}.ipynb"
         handed = {}
         if release.is_file():
             handed = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source
                       for c in nbformat.read(release, as_version=4).cells
                       if c.metadata.get("nbgrader", {}).get("grade")}
-        for gid, text in handed.items():
-            if gid in submitted and submitted[gid] != text:
-                out.problems.append(f"{name}: test cell {gid} was edited; restored from the source")
-        return nbformat.writes(nb)
+        return graded, handed
 
     def _files(self, student: str) -> list[tuple[str, str]]:
         """The data files the kernel may see: the assignment's (as nbgrader overwrites them)."""
@@ -585,8 +592,9 @@ class Engine:
                 executed[s] = {}
                 if not pending[s]:
                     ready.append(s)
+                files = self._files(s)
                 for name in pending[s]:
-                    job = {"nb": prepared[name], "files": self._files(s), "torch": self.torch,
+                    job = {"nb": prepared[name], "files": files, "torch": self.torch,
                            "cell_timeout": self.cell_timeout, "max_output": self.max_output,
                            "notebook_timeout": self.notebook_timeout}
                     futures[pool.submit(execute, job)] = (s, name)

@@ -77,6 +77,48 @@ def _ensure_user(name: str) -> pwd.struct_passwd:
     return pwd.getpwnam(name)
 
 
+def _files_only_nsswitch() -> str | None:
+    """The host's nsswitch.conf with host names from files only (see kernel_zygote)."""
+    try:
+        text = Path("/etc/nsswitch.conf").read_text()
+    except OSError:
+        return None
+    lines = [line for line in text.splitlines() if not line.startswith("hosts:")]
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    path = STATE_DIR / "nsswitch.conf"
+    tmp = path.with_suffix(f".{os.getpid()}")
+    tmp.write_text("\n".join([*lines, "hosts: files"]) + "\n")
+    os.chmod(tmp, 0o644)
+    tmp.replace(path)
+    return str(path)
+
+
+def process_start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks: a pid plus this tells a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def new_scratch_dir(root: Path) -> Path:
+    """A fresh scratch dir (0700) named for this worker, so that a later grader can tell the
+    dirs a killed one left behind (remove_dead_scratch)."""
+    pid = os.getpid()
+    d = root / f"run-{pid}-{process_start_time(pid)}-{uuid.uuid4().hex[:12]}"
+    d.mkdir(mode=0o700)
+    return d
+
+
+def remove_dead_scratch(root: Path) -> None:
+    """Remove the scratch dirs of workers that no longer run (a grader killed mid-notebook)."""
+    for d in root.glob("run-*-*-*"):
+        _, pid, start, _ = d.name.split("-", 3)
+        if pid.isdigit() and process_start_time(int(pid)) != start:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def become_subreaper() -> bool:
     """Adopt this process's orphaned descendants (they become its children to wait for)."""
     return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
@@ -149,6 +191,7 @@ class Slot:
         self.preload = None if preload is None else list(preload)
         self.isolated = os.geteuid() == 0
         self.zygote = None
+        self.nsswitch = _files_only_nsswitch() if self.isolated else None
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         if self.isolated:
             os.chmod(STATE_DIR, 0o711)  # accounts may enter their own dir, never list others
@@ -168,10 +211,10 @@ class Slot:
             else:
                 raise SandboxError(f"all {MAX_SLOTS} sandbox accounts are in use")
             self.kill_all()  # leftovers of a grader that was killed
+        remove_dead_scratch(STATE_DIR)
 
     def new_scratch(self) -> Path:
-        d = STATE_DIR / f"run-{uuid.uuid4().hex[:12]}"
-        d.mkdir(mode=0o700)
+        d = new_scratch_dir(STATE_DIR)
         if self.isolated:
             os.chown(d, self.user.pw_uid, self.user.pw_gid)
         return d
@@ -193,7 +236,7 @@ class Slot:
 
     def _spec(self, connection_file: str, scratch: Path, startup: list[str]) -> dict:
         return {
-            "nsswitch": self._nsswitch() if self.isolated else None,
+            "nsswitch": self.nsswitch,
             "uid": self.user.pw_uid if self.isolated else None,
             "gid": self.user.pw_gid if self.isolated else None,
             "hide": self.hide, "limits": asdict(self.limits), "scratch": str(scratch),
@@ -242,21 +285,6 @@ class Slot:
             raise SandboxError(f"the kernel factory could not start a kernel: "
                                f"{answer.get('error', 'it stopped answering')}")
         return ForkedKernel(answer["pid"])
-
-    @staticmethod
-    def _nsswitch() -> str | None:
-        """The host's nsswitch.conf with host names from files only (see kernel_zygote)."""
-        try:
-            text = Path("/etc/nsswitch.conf").read_text()
-        except OSError:
-            return None
-        lines = [line for line in text.splitlines() if not line.startswith("hosts:")]
-        path = STATE_DIR / "nsswitch.conf"
-        tmp = path.with_suffix(f".{os.getpid()}")
-        tmp.write_text("\n".join([*lines, "hosts: files"]) + "\n")
-        os.chmod(tmp, 0o644)
-        tmp.replace(path)
-        return str(path)
 
     def close(self) -> None:
         if self.zygote is not None and self.zygote.poll() is None:
