@@ -32,15 +32,17 @@ import uuid
 from pathlib import Path
 
 from torchclass_grading.sandbox import (
+    STATE_DIR,
     Limits,
     new_scratch_dir,
+    private_dir,
     process_start_time,
     remove_dead_scratch,
 )
 
 REPO = Path(__file__).resolve().parents[2]
 LABEL = "torchclass.grading"          # value: "<host>:<pid>:<start time>" of the worker
-SCRATCH_ROOT = Path("/var/tmp/torchclass-grade-docker")
+SCRATCH_ROOT = STATE_DIR / "docker"  # not world-writable (see sandbox.STATE_DIR)
 SANDBOX_UID = 61000                   # owns only the scratch dirs; no account of that id needed
 IMAGE_PATH = "/opt/torchclass/bin:/usr/local/bin:/usr/bin:/bin"
 IMAGE_DATA = "/srv/torchclass/data"   # where torchclass_course looks for the classroom's datasets
@@ -99,8 +101,8 @@ class DockerSlot:
             raise DockerError(f"docker image {self.image!r} is not available "
                               f"({probe.stderr.strip() or 'no Docker engine?'}); build it with "
                               "`make build-cpu` or name another with --image")
-        SCRATCH_ROOT.mkdir(parents=True, exist_ok=True)
-        os.chmod(SCRATCH_ROOT, 0o711)
+        private_dir(STATE_DIR, 0o711)
+        private_dir(SCRATCH_ROOT, 0o711)
         self.remove_leftovers()
 
     def _docker(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -21,9 +21,12 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import hashlib
+import hmac
 import json
 import multiprocessing
 import os
+import shutil
+import stat
 import sys
 import time
 import uuid
@@ -32,7 +35,7 @@ from pathlib import Path
 
 import nbformat
 
-from torchclass_grading import sandbox
+from torchclass_grading import sandbox, scrub
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = ".torchclass-engine"
@@ -48,23 +51,116 @@ TORCH_STARTUP = [
     ("import torch as _t; _t.manual_seed(0); _t.use_deterministic_algorithms(True, warn_only=True);"
      " _t.set_num_threads(1); del _t"),
 ]
-GUARD_SETUP = Path(__file__).with_name("kernel_guard.py").read_text()
-# Sent (silently) before each test cell: undo the usual ways of hiding a failing test's error,
-# and put back what kernel_guard.py kept of the helpers the tests rely on.
-GUARD = (
-    "try:\n"
-    "    import sys as _s\n"
-    "    _ip = __import__('IPython').get_ipython()\n"
-    "    for _n in ('run_cell', 'run_cell_async', 'run_code', 'run_ast_nodes', 'showtraceback',\n"
-    "               '_showtraceback', 'showsyntaxerror'):\n"
-    "        _ip.__dict__.pop(_n, None)\n"
-    "    _ip.set_custom_exc((), None)\n"
-    "    _s.excepthook = _s.__excepthook__\n"
-    "    _s.modules['_torchclass_guard'].restore()\n"
-    "    del _s, _ip, _n\n"
-    "except Exception:\n"
-    "    pass\n"
-)
+SENTINEL = Path(__file__).with_name("kernel_sentinel.py").read_text()
+# After this many cells of a notebook run past their time limit, its other cells are not run:
+# honest solutions stay far inside every limit (grading/README.md), so two such cells mean a
+# submission that would only burn the grader's time (a trace function, a slow hook, a loop).
+TIMEOUT_STRIKES = 2
+INTEGRITY = "integrity"  # the first word of a problem that is evidence of tampering
+SEAL_WAIT = 5.0          # seconds to wait for a timed-out locked cell's sealed result
+
+
+def _seal_request(nonce: str, source: str, names: list[str]) -> str:
+    """The code sent for a locked cell: the kernel's sentinel runs `source` itself."""
+    return (f"__import__('sys').modules['_torchclass_sentinel'].run({nonce!r}, {source!r}, "
+            f"{tuple(names)!r})")
+
+
+@dataclass
+class Verdict:
+    """A locked cell's result as the kernel's sentinel signed it."""
+    status: str            # ok | error | stopped (tampering found before it ran)
+    ename: str
+    result: str            # repr of the cell's last expression ('' when none)
+    had_stderr: bool
+    problems: list[str]    # what differed from the sentinel's snapshots
+    evidence: list[tuple[str, str]]  # (refused primitive, ipykernel cell stem)
+    details: dict          # stdout, stderr, evalue, traceback (unsigned: shown, not trusted)
+
+
+def _read_private(path: Path, limit: int) -> bytes | None:
+    """A file in the kernel's scratch dir, never through a link the kernel planted."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def read_verdict(seal_dir: Path, key: bytes, nonce: str, source: str) -> Verdict | None:
+    """The signed verdict for nonce; None when it is missing or was not signed with key."""
+    raw = _read_private(seal_dir / nonce, 1 << 20)
+    if not raw or b"\n" not in raw:
+        return None
+    mac, data = raw.split(b"\n", 1)
+    if not hmac.compare_digest(mac, hmac.new(key, data, "sha256").hexdigest().encode()):
+        return None
+    try:
+        head, problems, cells = data.decode("utf-8").split("\x1e")
+        got_nonce, digest, status, ename, result, stderr = head.split("\x1f")
+    except ValueError:
+        return None
+    if got_nonce != nonce or digest != hashlib.sha256(source.encode("utf-8", "replace")).hexdigest():
+        return None
+    evidence = [tuple(c.split("\x1f", 1)) for c in cells.split("\x1d") if "\x1f" in c]
+    try:
+        details = json.loads(_read_private(seal_dir / f"{nonce}.txt", 8 << 20) or b"{}")
+    except ValueError:
+        details = {}
+    if not isinstance(details, dict):
+        details = {}
+    return Verdict(status, ename, result, stderr == "1",
+                   [p for p in problems.split("\x1d") if p], evidence, details)
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _verdict_outputs(v: Verdict, streamed: list) -> list:
+    """A locked cell's outputs, built from its signed verdict (plus what its subprocesses and
+    C code wrote straight to the kernel's stdout and stderr, and its images)."""
+    outs = []
+    if _text(v.details.get("stdout")):
+        outs.append(nbformat.v4.new_output("stream", name="stdout", text=v.details["stdout"]))
+    for o in streamed:
+        if o.get("output_type") == "stream":
+            outs.append(o)
+        elif o.get("output_type") == "display_data":
+            images = {k: d for k, d in o.get("data", {}).items() if k.startswith("image/")}
+            if images:
+                outs.append(nbformat.v4.new_output("display_data", data=images))
+    if v.had_stderr:
+        outs.append(nbformat.v4.new_output(
+            "stream", name="stderr", text=_text(v.details.get("stderr")) or "[output on stderr]\n"))
+    if v.result:
+        outs.append(nbformat.v4.new_output("execute_result", data={"text/plain": v.result},
+                                           execution_count=None))
+    if v.status == "error":
+        evalue = _text(v.details.get("evalue"))
+        tb = v.details.get("traceback")
+        tb = [t for t in tb if isinstance(t, str)] if isinstance(tb, list) else []
+        outs.append(nbformat.v4.new_output("error", ename=v.ename, evalue=evalue,
+                                           traceback=tb or [f"{v.ename}: {evalue}"]))
+    return outs
+
+
+def _cell_stems(nb) -> dict[str, int]:
+    """ipykernel's file name stem for each code cell's source (how the sentinel names a cell)."""
+    try:
+        from ipykernel.compiler import get_tmp_hash_seed, murmur2_x86
+    except ImportError:
+        return {}
+    seed = get_tmp_hash_seed()
+    return {str(murmur2_x86(c.source, seed)): i for i, c in enumerate(nb.cells)
+            if c.cell_type == "code"}
+
+
 # Modules every forked kernel gets already imported (see kernel_zygote.py); torch when the
 # assignment uses it. Only libraries that start no threads at import: threads do not survive
 # a fork.
@@ -141,6 +237,62 @@ def _error(ename: str, evalue: str):
     return nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
 
 
+def _check_reply(cell, reply: dict):
+    """For a student cell: 'timeout', 'suppressed' (failed, error output hidden) or ''."""
+    content = reply.get("content", {})
+    has_error = any(o.get("output_type") == "error" for o in cell.outputs)
+    if content.get("ename") == TIMEOUT_ENAME:
+        if not has_error:
+            cell.outputs.append(_error(TIMEOUT_ENAME, "the cell ran past its time limit"))
+        return "timeout"
+    if content.get("status") == "error" and not has_error:
+        cell.outputs.append(_error("Error", "the cell raised an error (output suppressed)"))
+        return "suppressed"
+    return ""
+
+
+def _run_locked(client, cell, index: int, scratch: Path, key: bytes, stems: dict[str, int],
+                replies: dict):
+    """Run a locked cell through the kernel's sentinel; its outputs come from the signed
+    verdict only. Returns (timed out, evidence of tampering)."""
+    nonce = uuid.uuid4().hex
+    names = bound_names(cell.source) if not cell.metadata.get("nbgrader", {}).get("grade") else []
+    probe = nbformat.v4.new_code_cell(_seal_request(nonce, cell.source, names))
+    replies.pop(index, None)
+    try:
+        client.execute_cell(probe, index, store_history=False)
+    finally:
+        client.nb.cells[index] = cell  # nbclient stores the cell it ran at that index
+    reply = (replies.get(index) or {}).get("content", {})
+    timed_out = "timeout" if reply.get("ename") == TIMEOUT_ENAME else ""
+    verdict = read_verdict(scratch / ".seal", key, nonce, cell.source)
+    if verdict is None and timed_out:
+        wait = time.monotonic() + SEAL_WAIT
+        while verdict is None and time.monotonic() < wait:
+            time.sleep(0.1)
+            verdict = read_verdict(scratch / ".seal", key, nonce, cell.source)
+    if verdict is None:
+        cell.outputs = [_error(TIMEOUT_ENAME, "the cell ran past its time limit")] if timed_out \
+            else [_error("IntegrityError", "the grader's sealed result for this cell is missing")]
+        if timed_out:
+            return timed_out, []
+        why = ("no signed result came back (the kernel's input pipeline, its messages or the "
+               "grader's sentinel were changed)")
+        return timed_out, [f"cell {index}: {why}"]
+    cell.outputs = _verdict_outputs(verdict, probe.outputs)
+    if verdict.ename == "KeyboardInterrupt" and timed_out:
+        cell.outputs.append(_error(TIMEOUT_ENAME, "the cell ran past its time limit"))
+    tamper = [f"cell {index}: {p}" for p in verdict.problems]
+    for what, stem in verdict.evidence:
+        where = stems.get(stem)
+        tamper.append(f"{what} (in cell {where})" if where is not None else what)
+    if verdict.status == "stopped" or tamper:
+        cell.outputs.append(_error("IntegrityError", "the grader found its machinery changed "
+                                   "before or during this cell; it scores 0"))
+        tamper = tamper or [f"cell {index}: the sentinel stopped it"]
+    return timed_out, tamper
+
+
 def execute(job: dict) -> dict:
     """Run one prepared notebook in this worker's sandbox; return it executed, with notes."""
     from jupyter_client.manager import AsyncKernelManager
@@ -161,8 +313,19 @@ def execute(job: dict) -> dict:
                 if p == scratch:
                     break
                 _slot.give(p)
+        # The sentinel's signing key: read and removed by the kernel before any student code.
+        key = os.urandom(32)
+        seal_dir = scratch / ".seal"
+        seal_dir.mkdir(mode=0o700)
+        _slot.give(seal_dir)
+        key_file = scratch / ".seal-key"
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        _slot.give(key_file)
+        stems = _cell_stems(nb)
         conn = scratch / "kernel.json"
-        startup = STARTUP + (TORCH_STARTUP if job["torch"] else []) + [GUARD_SETUP]
+        startup = STARTUP + (TORCH_STARTUP if job["torch"] else []) + [SENTINEL]
         slot = _slot
 
         class ForkProvisioner(LocalProvisioner):
@@ -222,6 +385,7 @@ def execute(job: dict) -> dict:
                 cell_index, execute_reply))
         deadline = t0 + job["notebook_timeout"]
         stopped = None  # why the remaining cells did not run
+        strikes = 0     # cells that ran past their limit
         with client.setup_kernel():
             for i, cell in enumerate(nb.cells):
                 if cell.cell_type != "code":
@@ -236,16 +400,13 @@ def execute(job: dict) -> dict:
                     cell.outputs = [_error("NotRun", stopped)]
                     continue
                 client.timeout = int(min(job["cell_timeout"], left))
-                graded = cell.metadata.get("nbgrader", {}).get("grade")
                 try:
-                    if graded:
-                        client.execute_cell(nbformat.v4.new_code_cell(GUARD), i)
-                    client.execute_cell(cell, i)
-                    reply = replies.get(i) or {}
-                    if _locked(cell) and (names := bound_names(cell.source)):
-                        client.execute_cell(nbformat.v4.new_code_cell(
-                            f"__import__('sys').modules['_torchclass_guard'].record({names!r})"), i)
-                        nb.cells[i] = cell  # nbclient stores the cell it ran at that index
+                    if _locked(cell):
+                        timed_out, tamper = _run_locked(client, cell, i, scratch, key, stems, replies)
+                    else:
+                        client.execute_cell(cell, i)
+                        nb.cells[i] = cell
+                        timed_out, tamper = _check_reply(cell, replies.get(i) or {}), []
                 except DeadKernelError:
                     stopped = f"the kernel died in cell {i}; later cells did not run"
                     notes.append(stopped)
@@ -256,17 +417,26 @@ def execute(job: dict) -> dict:
                     notes.append(stopped)
                     cell.outputs.append(_error(type(exc).__name__, str(exc)[:500]))
                     continue
-                content = reply.get("content", {})
-                status = content.get("status")
-                has_error = any(o.get("output_type") == "error" for o in cell.outputs)
-                if content.get("ename") == TIMEOUT_ENAME:
-                    notes.append(f"cell {i} ran past its {client.timeout} s limit and was interrupted")
-                    if not has_error:
-                        cell.outputs.append(_error(TIMEOUT_ENAME, f"the cell ran past its "
-                                                                  f"{client.timeout} s limit"))
-                elif status == "error" and not has_error:
+                if timed_out == "suppressed":
                     notes.append(f"cell {i} failed but its error output was suppressed")
-                    cell.outputs.append(_error("Error", "the cell raised an error (output suppressed)"))
+                elif timed_out:
+                    strikes += 1
+                    notes.append(f"cell {i} ran past its {client.timeout} s limit and was interrupted")
+                    if strikes >= TIMEOUT_STRIKES:
+                        stopped = (f"{strikes} cells ran past their time limit: the notebook's other "
+                                   "cells were not run")
+                        notes.append(stopped)
+                if tamper:
+                    notes += [f"{INTEGRITY}: {t}" for t in tamper]
+                    stopped = "tampering with the grader was found (see the problems); " \
+                              "later cells were not run"
+    except Exception as exc:
+        # The kernel's own last words (its log is removed with the scratch dir).
+        log = (_read_private(scratch / "kernel.log", 1 << 20) or b"")[-1500:]
+        if log.strip():
+            raise RuntimeError(f"{exc}; the kernel's log ends: "
+                               f"{log.decode('utf-8', 'replace').strip()}") from exc
+        raise
     finally:
         _slot.finish(scratch)
     return {"nb": nbformat.writes(nb), "notes": notes, "seconds": time.monotonic() - t0}
@@ -285,19 +455,19 @@ def _course_config(course_dir: Path):
 def _kernel_library() -> Path:
     """A root-owned, world-readable copy of the course library for kernels to import: the
     checkout it comes from is hidden from them."""
-    import shutil
-
     src = REPO / "course" / "torchclass_course"
     files = sorted(p for p in src.rglob("*.py"))
     digest = hashlib.sha256(b"".join(p.relative_to(src).as_posix().encode() + p.read_bytes()
                                      for p in files)).hexdigest()[:16]
+    sandbox.private_dir(sandbox.STATE_DIR, 0o711)
+    sandbox.private_dir(sandbox.STATE_DIR / "lib", 0o755)
     lib = sandbox.STATE_DIR / "lib" / digest
     if not (lib / "torchclass_course").is_dir():
         tmp = lib.with_name(f"{digest}.{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(src, tmp / "torchclass_course", ignore=shutil.ignore_patterns("__pycache__"))
-        for p in [sandbox.STATE_DIR, lib.parent, *tmp.rglob("*"), tmp]:
-            os.chmod(p, 0o711 if p == sandbox.STATE_DIR else 0o755 if p.is_dir() else 0o644)
+        for p in [*tmp.rglob("*"), tmp]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
         try:
             tmp.rename(lib)
         except OSError:  # another grader put it there first
@@ -317,11 +487,10 @@ def _shared_cache(source_text: str, library: Path) -> Path | None:
     used = [name for name in CACHED_LOADERS if f"data.{name}(" in source_text]
     if not used:
         return None
-    cache = sandbox.STATE_DIR / "cache"
+    cache = sandbox.private_dir(sandbox.STATE_DIR / "cache", 0o755)
     built = cache / f".built-{library.name}-{'-'.join(used)}"
     if built.is_file():
         return cache
-    cache.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TORCHCLASS_DATA")}
     env.update(TORCHCLASS_CACHE=str(cache), PYTHONPATH=str(library), OMP_NUM_THREADS="1",
                HOME=str(cache))
@@ -347,10 +516,10 @@ def _checkout_paths() -> list[str]:
 
 def _timestamp(sub_dir: Path) -> str:
     ts = sub_dir / "timestamp.txt"
-    stamp = ts.read_text().strip() if ts.is_file() else ""
+    stamp = (_read_private(ts, 4096) or b"").decode("utf-8", "replace").strip()
     h = hashlib.sha256()
     for p in sorted(sub_dir.glob("*.ipynb")):
-        h.update(p.name.encode() + p.read_bytes())
+        h.update(p.name.encode() + (_read_private(p, 256 << 20) or b""))
     return f"{stamp}|{h.hexdigest()[:16]}"
 
 
@@ -371,6 +540,32 @@ def write_state(path: Path, state: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(state, indent=1))
     os.replace(tmp, path)
+
+
+def _repair_metadata(nb) -> list[str]:
+    """Make the metadata nbgrader reads well-formed, saying what was wrong: a notebook-level or
+    cell-level value of the wrong type would otherwise stop nbgrader on this submission."""
+    problems = []
+    if not isinstance(nb.get("metadata"), dict):
+        nb["metadata"] = nbformat.NotebookNode()
+        problems.append("the notebook's metadata is not a mapping; ignored")
+    if "kernelspec" in nb.metadata and not isinstance(nb.metadata.kernelspec, dict):
+        del nb.metadata["kernelspec"]
+        problems.append("metadata.kernelspec is not a mapping; the assignment's kernel is used")
+    for i, cell in enumerate(nb.get("cells", [])):
+        if not isinstance(cell.get("metadata"), dict):
+            cell["metadata"] = nbformat.NotebookNode()
+            problems.append(f"cell {i}'s metadata is not a mapping; ignored")
+        meta = cell.metadata.get("nbgrader")
+        if meta is not None and (not isinstance(meta, dict)
+                                 or not isinstance(meta.get("grade_id", ""), str)):
+            del cell.metadata["nbgrader"]
+            problems.append(f"cell {i}'s metadata.nbgrader is not a mapping with a text grade_id; "
+                            "the cell is treated as the student's own")
+        if not isinstance(cell.get("source", ""), str):
+            cell["source"] = ""
+            problems.append(f"cell {i}'s source is not text; emptied")
+    return problems
 
 
 class Engine:
@@ -402,7 +597,12 @@ class Engine:
         source_text = "".join((self.source_dir / f"{n}.ipynb").read_text() for n in self.notebooks)
         self.torch = "torch" in source_text
         self._test_cells = {n: self._handed_test_cells(n) for n in self.notebooks}
-        library = _kernel_library()
+        self._redactors = {n: scrub.Redactor([self.source_dir / f"{n}.ipynb"])
+                           for n in self.notebooks}
+        try:
+            library = _kernel_library()
+        except sandbox.SandboxError as exc:
+            raise EngineError(str(exc)) from None
         paths = kernel_pythonpath or [str(library)]
         # What kernels must not see: this course (gradebook, source, other submissions), the
         # checkout (every assignment's source and solutions), and what the caller names.
@@ -450,16 +650,25 @@ class Engine:
         )
 
         path = self.course_dir / "submitted" / student / self.aid / f"{name}.ipynb"
+        if path.is_symlink() or (path.is_file() and path.stat().st_nlink > 1):
+            # A link to the source notebook (solutions, hidden tests), the gradebook or another
+            # student's work would otherwise be graded, and shown to the kernel, as this one.
+            out.problems.append(f"{INTEGRITY}: {name}.ipynb in {student}'s submission is a "
+                                f"{'symbolic' if path.is_symlink() else 'hard'} link, not a "
+                                "file; refused (scored 0)")
+            return None
         if not path.is_file():
             out.problems.append(f"{name}.ipynb: missing from the submission (scored 0)")
             return None
         try:
-            nb = nbformat.read(path, as_version=4)
+            nb = nbformat.reads(_read_private(path, 256 << 20).decode("utf-8"), as_version=4)
         except Exception as exc:  # noqa: BLE001 (one submission's failure must not stop the rest)
             out.problems.append(f"{path}: not a readable notebook ({type(exc).__name__}: "
                                 f"{str(exc)[:200]}); not graded, the gradebook is left as it was")
             out.status = "error"
             return None
+        for problem in _repair_metadata(nb):
+            out.problems.append(f"{name}: {problem}")
         submitted = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source for c in nb.cells}
         kernel = nb.metadata.get("kernelspec", {}).get("name")
         resources = {"nbgrader": {"db_url": self.db_url, "assignment": self.aid,
@@ -508,6 +717,41 @@ class Engine:
                     files[str(rel)] = str(p)
         return [(src, rel) for rel, src in files.items()]
 
+    def _stage(self, student: str, executed: dict[str, str], out: Outcome) -> Path:
+        """What nbgrader records from, instead of the submitted dir itself: the notebooks as they
+        ran (well-formed), regular files only, and a readable timestamp. nbgrader then never
+        reads a link, a malformed notebook or a timestamp it cannot parse."""
+        from nbgrader.utils import parse_utc
+
+        src = self.course_dir / "submitted" / student / self.aid
+        root = self.course_dir / STATE / self.aid / "staging"
+        dest = root / student / self.aid
+        shutil.rmtree(root / student, ignore_errors=True)
+        dest.mkdir(parents=True)
+        for name in self.notebooks:
+            if name in executed:
+                (dest / f"{name}.ipynb").write_text(executed[name])
+            else:  # missing, a link or unreadable: recorded as the untouched release, nothing run
+                release = self.course_dir / "release" / self.aid / f"{name}.ipynb"
+                blank = release if release.is_file() else self.source_dir / f"{name}.ipynb"
+                shutil.copyfile(blank, dest / f"{name}.ipynb")
+        for path, rel in self._files(student):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest / rel, follow_symlinks=False)
+        stamp_file = src / "timestamp.txt"
+        raw = _read_private(stamp_file, 4096)
+        if raw is not None:
+            text = raw.decode("utf-8", "replace").strip()
+            try:
+                parse_utc(text)
+            except Exception:  # noqa: BLE001 (any unparseable text)
+                when = time.gmtime(stamp_file.lstat().st_mtime)
+                text = time.strftime("%Y-%m-%d %H:%M:%S.000000 UTC", when)
+                out.problems.append(f"timestamp.txt of {student} is not a readable time; the "
+                                    f"file's own time ({text}) was used")
+            (dest / "timestamp.txt").write_text(text)
+        return root
+
     def _record(self, student: str, executed: dict[str, str], out: Outcome) -> None:
         """nbgrader's Autograde for this student, with the executed notebooks swapped in."""
         from nbconvert.preprocessors import ClearMetadataPreprocessor, Preprocessor
@@ -535,15 +779,24 @@ class Engine:
                 done = nbformat.reads(executed[name], as_version=4)
                 if len(done.cells) != len(nb.cells):
                     raise EngineError(f"{student}/{name}: executed notebook does not match")
+                # What instructors open and students get back: no hidden test, no active HTML.
+                redactors[name].notebook(done)
+                scrub.sanitize_notebook(done)
                 return done, resources
 
+        redactors = self._redactors
         config = Config(self.config)
         config.Autograde.autograde_preprocessors = [
             Replay, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
             AssignLatePenalties, CheckCellMetadata]
+        staging = self._stage(student, executed, out)
+        config.CourseDirectory.submitted_directory = str(staging.relative_to(self.course_dir))
         coursedir = CourseDirectory(config=config, root=str(self.course_dir))
         api = NbGraderAPI(coursedir=coursedir, config=config)
-        result = api.autograde(self.aid, student, force=True, create=True)
+        try:
+            result = api.autograde(self.aid, student, force=True, create=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         if not result["success"]:
             raise EngineError(f"{student}: nbgrader could not record the grade:\n"
                               f"{result.get('error') or result.get('log')}")
@@ -587,7 +840,15 @@ class Engine:
             # Prepared and handed out one by one, so workers start on the first notebook while
             # the grader prepares the next.
             for s, _stamp in todo:
-                prepared = {n: self._prepare(s, n, outcomes[s]) for n in self.notebooks}
+                prepared = {}
+                for n in self.notebooks:
+                    try:
+                        prepared[n] = self._prepare(s, n, outcomes[s])
+                    except Exception as exc:  # noqa: BLE001 (one submission must not stop the rest)
+                        outcomes[s].status = "error"
+                        outcomes[s].problems.append(f"{n}: cannot be prepared for grading "
+                                                    f"({type(exc).__name__}: {str(exc)[:300]})")
+                        prepared[n] = None
                 pending[s] = {n for n, text in prepared.items() if text is not None}
                 executed[s] = {}
                 if not pending[s]:
@@ -663,8 +924,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", help="notebook image for --backend docker "
                     "(default: torchclass/notebook:<version>, as `make build-cpu` tags it)")
     args = ap.parse_args(argv)
-    engine = Engine(args.course_dir, args.assignment, workers=args.workers,
-                    backend=args.backend, image=args.image)
+    try:
+        engine = Engine(args.course_dir, args.assignment, workers=args.workers,
+                        backend=args.backend, image=args.image)
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     outcomes = engine.run(force=args.force)
     for o in outcomes:
         if o.problems or o.status == "error":

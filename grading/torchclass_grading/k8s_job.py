@@ -56,7 +56,8 @@ RESULTS_DIR = "/results"
 RESULTS_CLAIM = "torchclass-grading-results"
 CONFIGMAP_MAX = 1_000_000      # a ConfigMap holds at most 1 MiB (keys included)
 LABEL_PART_OF = {"app.kubernetes.io/part-of": "torchclass"}
-RUNNER_MODULES = ("__init__.py", "engine.py", "sandbox.py", "kernel_guard.py", "k8s_job.py")
+RUNNER_MODULES = ("__init__.py", "engine.py", "sandbox.py", "kernel_sentinel.py", "scrub.py",
+                  "k8s_job.py")
 # The kernel container's PID 1: rlimits, then the kernel once the runner has written its
 # connection file, ended when the runner says it is done.
 KERNEL_MAIN = f"""\
@@ -187,9 +188,12 @@ def build(course_dir, aid: str, image: str | None = None, classroom: str | None 
             text = eng._prepare(student, nb_name, out)
             if text is None:
                 continue
-            docs += _submission(eng, student, nb_name, text, image=image, pool=pool,
-                                resources=kernel_resources, ns=ns, datasets=tc["datasets"],
-                                labels={**LABEL_PART_OF, **selector}, code_name=code_name)
+            try:
+                docs += _submission(eng, student, nb_name, text, image=image, pool=pool,
+                                    resources=kernel_resources, ns=ns, datasets=tc["datasets"],
+                                    labels={**LABEL_PART_OF, **selector}, code_name=code_name)
+            except JobError as err:  # this notebook is not sent; the rest of the class is
+                out.problems.append(f"{nb_name}: not graded: {err}")
         if problems is not None:
             problems += [f"{student}: {p}" for p in out.problems]
     return docs

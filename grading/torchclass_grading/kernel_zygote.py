@@ -13,11 +13,12 @@ there is no factory.)
 Each kernel is forked twice over so that it is orphaned and adopted by the grading worker (a
 child subreaper), which can then wait for it and signal it like a kernel it started itself.
 
-Before any student code runs, the kernel gets a process group of its own; as root, new network and mount
-namespaces (loopback only, so a notebook's own multi-process code still works; each path to hide
-covered by an empty read-only tmpfs); rlimits; the sandbox account's uid and gid with no
-supplementary groups and no_new_privs; the scrubbed environment; the scratch dir as its working
-dir; and its stdout and stderr in a log file there.
+Before any student code runs, the kernel gets a process group of its own; as root, new network
+and mount namespaces (loopback only, so a notebook's own multi-process code still works; each
+path to hide covered by an empty read-only tmpfs; fresh, size-limited tmpfs over /tmp, /var/tmp
+and /dev/shm); rlimits; the sandbox account's uid and gid with no supplementary groups and
+no_new_privs; the scrubbed environment; the scratch dir as its working dir; and its stdout and
+stderr in a log file there.
 """
 
 import ctypes
@@ -62,10 +63,33 @@ def _loopback_up():
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | IFF_UP, b""))
 
 
-def _isolate(hide, nsswitch):
+# A kernel's own temporary dirs: empty when it starts, gone with its mount namespace, so that
+# nothing one submission leaves there (files, startup scripts, shared memory) reaches the next.
+PRIVATE_TMP = {"/tmp": b"size=512m,mode=1777", "/var/tmp": b"size=256m,mode=1777",
+               "/dev/shm": b"size=1g,mode=1777"}
+
+
+def _private_tmp(keep):
+    """Fresh tmpfs over each of PRIVATE_TMP; what the kernel needs from under them (its scratch
+    dir, library, datasets: keep) is bound back in at the same place."""
+    held = []
+    for path in keep:
+        if any(path == t or path.startswith(t + "/") for t in PRIVATE_TMP) and os.path.isdir(path):
+            held.append((path, os.open(path, os.O_PATH | os.O_DIRECTORY)))
+    for tmp, options in PRIVATE_TMP.items():
+        if os.path.isdir(tmp):
+            _call("mount", b"tmpfs", tmp.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options)
+    for path, fd in held:
+        os.makedirs(path, exist_ok=True)
+        _call("mount", f"/proc/self/fd/{fd}".encode(), path.encode(), None, MS_BIND | MS_REC, None)
+        os.close(fd)
+
+
+def _isolate(hide, nsswitch, keep=()):
     _call("unshare", CLONE_NEWNET | CLONE_NEWNS)
     # Private, so the mounts below never propagate back to the host's namespace.
     _call("mount", None, b"/", None, MS_REC | MS_PRIVATE, None)
+    _private_tmp(keep)
     if nsswitch and os.path.isfile("/etc/nsswitch.conf"):
         # Names from /etc/hosts only: with no network a DNS lookup fails with "try again", and
         # torch's own rendezvous on 127.0.0.1 (DDP, Lightning) warns on stderr about it.
@@ -80,7 +104,7 @@ def _isolate(hide, nsswitch):
 def _become_kernel(spec):
     """In the forked child: lock it down, then run the kernel. Never returns."""
     if spec["uid"] is not None:
-        _isolate(spec["hide"], spec.get("nsswitch"))
+        _isolate(spec["hide"], spec.get("nsswitch"), spec.get("keep", ()))
     for key, limit in RLIMITS.items():
         resource.setrlimit(limit, (spec["limits"][key],) * 2)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

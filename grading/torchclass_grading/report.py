@@ -30,12 +30,11 @@ from pathlib import Path
 import nbformat
 
 from torchclass_grading import engine
+from torchclass_grading.scrub import Redactor
 
-HIDDEN = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
 MESSAGE_CHARS = 300      # of one error message kept in the report
 TOP_MESSAGES = 5         # per test cell
 NAMED_STUDENTS = 8       # listed beside a failure message
-SHORTEST_SECRET = 6      # hidden lines shorter than this (`pass`, `)`) are not worth hiding
 
 # Status of a student's row.
 GRADED = "graded"
@@ -84,6 +83,11 @@ class Row:
     problems: list[str] = field(default_factory=list)
     seconds: float | None = None  # the notebook's run time in the engine
 
+    @property
+    def integrity(self) -> list[str]:
+        """The problems that are evidence of tampering with the grader (engine.INTEGRITY)."""
+        return [p for p in self.problems if f"{engine.INTEGRITY}:" in p]
+
 
 @dataclass
 class Report:
@@ -101,6 +105,10 @@ class Report:
     @property
     def graded(self) -> list[Row]:
         return [r for r in self.rows if r.total is not None]
+
+    @property
+    def flagged(self) -> list[Row]:
+        return [r for r in self.rows if r.integrity]
 
     @property
     def with_problems(self) -> list[Row]:
@@ -126,31 +134,7 @@ def _num(x: float | None) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:.2f}".rstrip("0")
 
 
-class _Redactor:
-    """Cuts the source's hidden-test lines out of any text that quotes them."""
-
-    def __init__(self, notebooks: list[Path]):
-        secrets = set()
-        for path in notebooks:
-            for cell in nbformat.read(path, as_version=4).cells:
-                inside = False
-                for line in cell.source.splitlines():
-                    text = line.strip()
-                    if text == HIDDEN[0]:
-                        inside = True
-                    elif text == HIDDEN[1]:
-                        inside = False
-                    elif inside and len(text) >= SHORTEST_SECRET:
-                        secrets.add(text)
-        self.secrets = sorted(secrets, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "[hidden test]")
-        return text
-
-
-def _message(out: dict, redact: _Redactor) -> str:
+def _message(out: dict, redact: Redactor) -> str:
     value = " ".join(str(out.get("evalue", "")).split())
     if len(value) > MESSAGE_CHARS:
         value = value[:MESSAGE_CHARS] + "…"
@@ -185,7 +169,7 @@ def build(course_dir, assignment: str) -> Report:
             scores[sub.student_id] = (float(sub.score), float(sub.max_score), cells)
 
     sources = [course_dir / "source" / assignment / f"{n}.ipynb" for n in notebooks]
-    redact = _Redactor([p for p in sources if p.is_file()])
+    redact = Redactor([p for p in sources if p.is_file()])
     cells = []
     for name, path in zip(notebooks, sources):
         order = []
@@ -248,7 +232,7 @@ def _cells(path: Path) -> list[dict]:
 
 
 def _failures(course_dir: Path, assignment: str, student: str, notebooks: list[str],
-              by_id: dict, redact: _Redactor) -> set[str]:
+              by_id: dict, redact: Redactor) -> set[str]:
     """Add each failed test cell's error message (name and value only) to its Cell; return
     the keys of those cells."""
     found = set()
@@ -273,11 +257,12 @@ def _text(value: str) -> str:
 def write_csv(report: Report, path: Path) -> Path:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["student", "status", "total", "max", *(c.key for c in report.cells), "problems"])
+        w.writerow(["student", "status", "total", "max", *(c.key for c in report.cells), "problems",
+                    "integrity"])
         for r in report.rows:
             w.writerow([_text(r.student), r.status, _num(r.total), _num(r.max_score),
                         *(_num(r.cells.get(c.key)) for c in report.cells),
-                        _text("; ".join(r.problems))])
+                        _text("; ".join(r.problems)), "flagged" if r.integrity else ""])
     return path
 
 
@@ -311,7 +296,7 @@ vertical-align:-1px}
 word-break:break-word}
 .who{color:#5b6472;font-size:13px}
 .status-error,.status-resubmitted,.status-not-graded{color:#b3261e;font-weight:600}
-ul.problems{margin:0;padding-left:18px}.empty{color:#5b6472}
+ul.problems{margin:0;padding-left:18px}.flag{color:#b3261e}.empty{color:#5b6472}
 svg text{font:12px system-ui,sans-serif;fill:#1d2430}
 """
 
@@ -385,6 +370,8 @@ def render_html(report: Report) -> str:
     times = [r.seconds for r in report.rows if r.seconds]
     if times:
         cards.append((f"{statistics.median(times):.1f} s", "median run time", False))
+    if report.flagged:
+        cards.append((len(report.flagged), "flagged: tampering with the grader", True))
     missing = sum(r.status == NO_SUBMISSION for r in report.rows)
     if missing:
         cards.append((missing, "on the roster, no submission", False))
@@ -456,7 +443,9 @@ def render_html(report: Report) -> str:
                    "<th>problems</th></tr></thead><tbody>")
         for r in problems:
             items = "".join(f"<li>{E(p)}</li>" for p in r.problems)
-            out.append(f'<tr class="problem" data-student="{E(r.student)}"><td>{E(r.student)}</td>'
+            flag = ' <strong class="flag">flagged: tampering</strong>' if r.integrity else ""
+            out.append(f'<tr class="problem" data-student="{E(r.student)}" '
+                       f'data-integrity="{"yes" if r.integrity else "no"}"><td>{E(r.student)}{flag}</td>'
                        f'<td class="status-{E(r.status.replace(" ", "-"))}">{E(r.status)}</td>'
                        f'<td class="n">{_num(r.total)}</td><td><ul class="problems">{items}</ul>'
                        "</td></tr>")

@@ -31,6 +31,7 @@ import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -40,9 +41,22 @@ from pathlib import Path
 
 USER_PREFIX = "tcgrade"
 MAX_SLOTS = 64
-# Scratch dirs, slot locks, the kernels' library copy and dataset cache; one per user when not
-# root, since root's is not writable by anyone else.
-STATE_DIR = Path("/var/tmp/torchclass-grade" + ("" if os.geteuid() == 0 else f"-{os.getuid()}"))
+
+
+def _default_state_dir() -> Path:
+    """Scratch dirs, slot locks, the kernels' library copy and dataset cache. Never in a
+    world-writable place such as /var/tmp, where a student could create it first and plant code
+    that root then imports: as root under /var/lib (only root creates there), otherwise in the
+    caller's own state dir."""
+    if os.environ.get("TORCHCLASS_GRADE_STATE"):
+        return Path(os.environ["TORCHCLASS_GRADE_STATE"])
+    if os.geteuid() == 0:
+        return Path("/var/lib/torchclass-grade")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "torchclass-grade"
+
+
+STATE_DIR = _default_state_dir()
 PR_SET_CHILD_SUBREAPER = 36
 ZYGOTE = Path(__file__).with_name("kernel_zygote.py")
 # Kill rounds before giving up on a slot's leftovers (each round stops, then kills, everything).
@@ -51,6 +65,32 @@ KILL_ROUNDS = 50
 
 class SandboxError(RuntimeError):
     pass
+
+
+def private_dir(path: Path, mode: int = 0o711) -> Path:
+    """path as a directory of this process's user that nobody else can write: made if missing,
+    refused (with the reason) if it is a link, someone else's, or writable by others."""
+    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    st = os.lstat(path)
+    why = ("is a symbolic link" if stat.S_ISLNK(st.st_mode) else
+           "is not a directory" if not stat.S_ISDIR(st.st_mode) else
+           f"belongs to uid {st.st_uid}, not {os.geteuid()}" if st.st_uid != os.geteuid() else
+           "is writable by other users" if st.st_mode & 0o022 else "")
+    if why:
+        raise SandboxError(f"{path} {why}: the grader will not use it. Fix: remove it "
+                           "(someone may have planted it), then grade again")
+    os.chmod(path, mode)
+    return path
+
+
+def open_lock(path: Path):
+    """A lock file of this user's, opened without following a link; 0600 so that no kernel can
+    hold the lock itself."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    if os.fstat(fd).st_uid != os.geteuid():
+        os.close(fd)
+        raise SandboxError(f"{path} belongs to another user: the grader will not use it")
+    return os.fdopen(fd, "r+")
 
 
 @dataclass
@@ -84,7 +124,7 @@ def _files_only_nsswitch() -> str | None:
     except OSError:
         return None
     lines = [line for line in text.splitlines() if not line.startswith("hosts:")]
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    private_dir(STATE_DIR)
     path = STATE_DIR / "nsswitch.conf"
     tmp = path.with_suffix(f".{os.getpid()}")
     tmp.write_text("\n".join([*lines, "hosts: files"]) + "\n")
@@ -192,14 +232,13 @@ class Slot:
         self.isolated = os.geteuid() == 0
         self.zygote = None
         self.nsswitch = _files_only_nsswitch() if self.isolated else None
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
-        if self.isolated:
-            os.chmod(STATE_DIR, 0o711)  # accounts may enter their own dir, never list others
+        # Accounts may enter their own scratch dir in it, never list the others.
+        private_dir(STATE_DIR, 0o711 if self.isolated else 0o700)
         self.user = None
         self._lock = None
         if self.isolated:
             for i in range(1, MAX_SLOTS + 1):
-                fh = open(STATE_DIR / f"{USER_PREFIX}{i}.lock", "w")  # noqa: SIM115 (held for life)
+                fh = open_lock(STATE_DIR / f"{USER_PREFIX}{i}.lock")  # held for the slot's life
                 try:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -240,9 +279,16 @@ class Slot:
             "uid": self.user.pw_uid if self.isolated else None,
             "gid": self.user.pw_gid if self.isolated else None,
             "hide": self.hide, "limits": asdict(self.limits), "scratch": str(scratch),
+            "keep": self._needed(scratch),
             "env": self._kernel_env(scratch),
             "argv": ["-f", connection_file, *self._kernel_args(startup)],
         }
+
+    def _needed(self, scratch: Path) -> list[str]:
+        """Dirs the kernel reads from: kept visible under its private /tmp (kernel_zygote)."""
+        paths = [str(scratch), *self.env.get("PYTHONPATH", "").split(os.pathsep)]
+        paths += [self.env.get(k, "") for k in ("TORCHCLASS_DATA", "TORCHCLASS_SHARED_CACHE")]
+        return [os.path.realpath(p) for p in paths if p]
 
     @staticmethod
     def _kernel_args(startup: list[str]) -> list[str]:
@@ -256,7 +302,7 @@ class Slot:
         if not become_subreaper():
             return None
         env = dict(self.env, MPLCONFIGDIR=str(STATE_DIR / "matplotlib"))
-        (STATE_DIR / "matplotlib").mkdir(exist_ok=True)
+        private_dir(STATE_DIR / "matplotlib", 0o700)
         proc = subprocess.Popen(
             [sys.executable, str(ZYGOTE), json.dumps(self.preload)], env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=STATE_DIR)

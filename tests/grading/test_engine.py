@@ -21,14 +21,15 @@ from toy_assignment import submit, submit_with_cell, write_guard_assignment, wri
 pytestmark = pytest.mark.grading
 
 SQUARE = "def square(x):\n    return x * x\n"
-# member -> (code put in the `square` solution cell, expected total score out of 3)
+# member -> (code put in the `square` solution cell, expected total score out of 3); tampering
+# with the grader (a custom exception handler) scores 0 from there on (test_integrity.py).
 ATTACKS = {
     "sys-exit": (SQUARE + "import sys\nsys.exit(1)", 3),          # IPython survives SystemExit
     "os-exit": (SQUARE + "import os\nos._exit(0)", 0),            # kernel gone: nothing after runs
     "kill-parent": (SQUARE + "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)", 3),
     "fake-output": ("def square(x):\n    return 9\nprint('All tests passed! 3/3')", 1),
     "swallow-errors": (("def square(x):\n    return 9\n"
-                        "get_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)"), 1),
+                        "get_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)"), 0),
     "memory-bomb": (SQUARE + "hog = bytearray(4 << 30)", 3),
     "disk-filler": (SQUARE + "with open('fill', 'wb') as f:\n    while True:\n"
                     "        f.write(b'x' * (1 << 20))", 3),

@@ -307,3 +307,19 @@ def test_the_pods_programs_grade_the_family_exactly(toy, tmp_path):
         assert scores[name].total == member.score, (name, outcomes[name])
         for cell, points in member.cells_scores.items():
             assert scores[name].cells[cell] == points, (name, cell)
+
+
+def test_an_oversized_submission_is_a_named_problem_and_the_rest_are_sent(toy, tmp_path):
+    """A data file too large for a ConfigMap stops only its own student's Job."""
+    family, course = toy
+    copy_dir = tmp_path / "course"
+    shutil.copytree(course, copy_dir)
+    aid = family.assignment_id
+    big = copy_dir / "submitted" / "solution" / aid / "weights.bin"
+    big.write_bytes(os.urandom(k8s_job.CONFIGMAP_MAX + 1024))
+    problems = []
+    docs = k8s_job.build(copy_dir, aid, problems=problems)
+    students = {j["metadata"]["annotations"]["torchclass/student"] for j in kinds(docs, "Job")}
+    assert "solution" not in students and students == set(family.members) - {"solution"}
+    assert any(p.startswith("solution: ") and "more than a ConfigMap holds" in p
+               for p in problems), problems
