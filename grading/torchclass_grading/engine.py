@@ -60,10 +60,11 @@ INTEGRITY = "integrity"  # the first word of a problem that is evidence of tampe
 SEAL_WAIT = 5.0          # seconds to wait for a timed-out locked cell's sealed result
 
 
-def _seal_request(nonce: str, source: str, names: list[str]) -> str:
-    """The code sent for a locked cell: the kernel's sentinel runs `source` itself."""
+def _seal_request(nonce: str, source: str, names: list[str], graded: bool) -> str:
+    """The code sent for a locked cell: the kernel's sentinel runs `source` itself (and checks
+    the machinery before and after it when it is a test cell)."""
     return (f"__import__('sys').modules['_torchclass_sentinel'].run({nonce!r}, {source!r}, "
-            f"{tuple(names)!r})")
+            f"{tuple(names)!r}, {graded!r})")
 
 
 @dataclass
@@ -92,7 +93,8 @@ def _read_private(path: Path, limit: int) -> bytes | None:
         os.close(fd)
 
 
-def read_verdict(seal_dir: Path, key: bytes, nonce: str, source: str) -> Verdict | None:
+def read_verdict(seal_dir: Path, key: bytes, nonce: str, source: str,
+                 graded: bool = True) -> Verdict | None:
     """The signed verdict for nonce; None when it is missing or was not signed with key."""
     raw = _read_private(seal_dir / nonce, 1 << 20)
     if not raw or b"\n" not in raw:
@@ -102,10 +104,11 @@ def read_verdict(seal_dir: Path, key: bytes, nonce: str, source: str) -> Verdict
         return None
     try:
         head, problems, cells = data.decode("utf-8").split("\x1e")
-        got_nonce, digest, status, ename, result, stderr = head.split("\x1f")
+        got_nonce, digest, kind, status, ename, result, stderr = head.split("\x1f")
     except ValueError:
         return None
-    if got_nonce != nonce or digest != hashlib.sha256(source.encode("utf-8", "replace")).hexdigest():
+    if got_nonce != nonce or digest != hashlib.sha256(source.encode("utf-8", "replace")).hexdigest() \
+            or kind != ("graded" if graded else "setup"):
         return None
     evidence = [tuple(c.split("\x1f", 1)) for c in cells.split("\x1d") if "\x1f" in c]
     try:
@@ -164,9 +167,11 @@ def _cell_stems(nb) -> dict[str, int]:
 # Modules every forked kernel gets already imported (see kernel_zygote.py); torch when the
 # assignment uses it. Only libraries that start no threads at import: threads do not survive
 # a fork.
-PRELOAD = ["ipykernel.kernelapp", "ipykernel.ipkernel", "IPython", "numpy", "matplotlib",
+PRELOAD = ["ipykernel.kernelapp", "ipykernel.ipkernel", "IPython", "numpy", "numpy.testing",
+           "unittest.mock", "matplotlib",
            "matplotlib.pyplot", "matplotlib_inline.backend_inline"]
-TORCH_PRELOAD = ["torch", "torch.nn", "torch.nn.functional", "torch.utils.data", "torchvision"]
+TORCH_PRELOAD = ["torch", "torch.nn", "torch.nn.functional", "torch.testing", "torch.utils.data",
+                 "torchvision"]
 
 
 def bound_names(source: str) -> list[str]:
@@ -256,8 +261,9 @@ def _run_locked(client, cell, index: int, scratch: Path, key: bytes, stems: dict
     """Run a locked cell through the kernel's sentinel; its outputs come from the signed
     verdict only. Returns (timed out, evidence of tampering)."""
     nonce = uuid.uuid4().hex
-    names = bound_names(cell.source) if not cell.metadata.get("nbgrader", {}).get("grade") else []
-    probe = nbformat.v4.new_code_cell(_seal_request(nonce, cell.source, names))
+    graded = bool(cell.metadata.get("nbgrader", {}).get("grade"))
+    names = [] if graded else bound_names(cell.source)
+    probe = nbformat.v4.new_code_cell(_seal_request(nonce, cell.source, names, graded))
     replies.pop(index, None)
     try:
         client.execute_cell(probe, index, store_history=False)
@@ -265,12 +271,12 @@ def _run_locked(client, cell, index: int, scratch: Path, key: bytes, stems: dict
         client.nb.cells[index] = cell  # nbclient stores the cell it ran at that index
     reply = (replies.get(index) or {}).get("content", {})
     timed_out = "timeout" if reply.get("ename") == TIMEOUT_ENAME else ""
-    verdict = read_verdict(scratch / ".seal", key, nonce, cell.source)
+    verdict = read_verdict(scratch / ".seal", key, nonce, cell.source, graded)
     if verdict is None and timed_out:
         wait = time.monotonic() + SEAL_WAIT
         while verdict is None and time.monotonic() < wait:
             time.sleep(0.1)
-            verdict = read_verdict(scratch / ".seal", key, nonce, cell.source)
+            verdict = read_verdict(scratch / ".seal", key, nonce, cell.source, graded)
     if verdict is None:
         cell.outputs = [_error(TIMEOUT_ENAME, "the cell ran past its time limit")] if timed_out \
             else [_error("IntegrityError", "the grader's sealed result for this cell is missing")]

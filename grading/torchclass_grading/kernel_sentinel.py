@@ -46,7 +46,8 @@ def _torchclass_sentinel():
     _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
     _items, _values = dict.items, dict.values
     _proxy_items, _proxy_values = types.MappingProxyType.items, types.MappingProxyType.values
-    _getsignal, _setitimer, _getitimer = signal.getsignal, signal.setitimer, signal.getitimer
+    import _signal
+    _getsignal, _setitimer, _getitimer = _signal.getsignal, signal.setitimer, signal.getitimer
     _timers = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
     _func_code = types.FunctionType.__dict__["__code__"].__get__
     _func_closure = types.FunctionType.__dict__["__closure__"].__get__
@@ -101,7 +102,7 @@ def _torchclass_sentinel():
 
     def module_file(name):
         m = modules_dict.get(name) if _type(name) is _str_t and name != "__main__" else _None
-        return _module_dict(m).get("__file__") if _type(m) is _ModuleType else _None
+        return _module_dict(m).get("__file__") if _issubclass(_type(m), _ModuleType) else _None
 
     def trusted_object(obj, depth=0):
         """Whether obj (a callback, a finder, a handler) is library code; never runs obj's code."""
@@ -113,10 +114,22 @@ def _torchclass_sentinel():
         if t is _BuiltinType:
             return obj is not _exec and obj is not _eval and obj is not _compile
         if _issubclass(t, _type_t):
-            return trusted_file(module_file(_type_module(obj)))
-        if not _issubclass(_type(t), _type_t):
-            return False
-        return trusted_file(module_file(_type_module(t)))
+            return trusted_class(obj)
+        return _issubclass(_type(t), _type_t) and trusted_class(t)
+
+    def trusted_class(c):
+        """A class is library code when the functions it defines are (a class of library code
+        that defines none: when its module's file is)."""
+        seen = False
+        for k in _type_dict(_type_t)["__mro__"].__get__(c):
+            if k is _object or k is _ModuleType:
+                continue
+            for v in _tuple(_proxy_values(_type_dict(k))):
+                if _type(v) is _FunctionType:
+                    if not trusted_file(_func_code(v).co_filename):
+                        return False
+                    seen = True
+        return seen or trusted_file(module_file(_type_module(c)))
 
     def cell_of(f):
         """The student cell (ipykernel's file name stem) nearest on the stack from f, or ''."""
@@ -150,18 +163,21 @@ def _torchclass_sentinel():
                     "torchclass_course", "torchclass_course.checks")
     helpers = {}  # module name -> (module, {attr: value} of its functions, classes, modules)
 
-    def keep_module(m):
+    def keep_module(m, strict=False):
+        """strict: any change is reported (the helpers tests use); otherwise only a change to
+        something that is not library code (a module a locked cell imported, such as pyplot,
+        which rebinds its own functions when it picks a backend)."""
         if _type(m) is not _ModuleType:
             return
         d = _module_dict(m)
         name = d.get("__name__")
-        if _type(name) is _str_t and name not in helpers:
+        if _type(name) is _str_t and name not in helpers and name not in ("sys", "builtins"):
             helpers[name] = (m, {k: v for k, v in _items(d) if _type(k) is _str_t
-                                 and (_callable(v) or _type(v) is _ModuleType)})
+                                 and (_callable(v) or _type(v) is _ModuleType)}, strict)
 
     def keep_loaded_helpers():
         for name in helper_names:
-            keep_module(modules_dict.get(name))
+            keep_module(modules_dict.get(name), True)
 
     # Classes whose methods decide what a cell runs and what the kernel reports, and those tests
     # compare with: their dicts must not change at all. This catches a change made through
@@ -223,32 +239,18 @@ def _torchclass_sentinel():
         except (ValueError, OSError):
             pass
     threads_seen = _set(_current_frames())
-    # The machinery's classes and functions: changing them from student code is vetoed.
-    packages = ("IPython", "ipykernel", "jupyter_client", "jupyter_core", "zmq", "traitlets",
-                "tornado", "comm", "unittest", "numpy", "torch", "pathlib", "traceback", "types",
-                "inspect", "json", "io", "math", "builtins", "torchclass_course")
-    protected_types, protected_funcs, protected_done = _set(), _set(), _set()
+    # The machinery's packages: changing their classes and functions from student code is vetoed.
+    packages = frozenset(("IPython", "ipykernel", "jupyter_client", "jupyter_core", "zmq",
+                          "traitlets", "tornado", "comm", "unittest", "numpy", "torch", "pathlib",
+                          "traceback", "types", "inspect", "json", "io", "math", "builtins",
+                          "torchclass_course"))
+    _func_module = types.FunctionType.__dict__["__module__"].__get__
 
-    def protect_loaded():
-        for name, m in _tuple(_items(modules_dict)):
-            if _type(name) is not _str_t or name in protected_done or _type(m) is not _ModuleType:
-                continue
-            protected_done.add(name)
-            if name.split(".")[0] not in packages:
-                continue
-            for v in _tuple(_values(_module_dict(m))):
-                t = _type(v)
-                if t is _FunctionType:
-                    protected_funcs.add(_id(v))
-                elif _issubclass(t, _type_t):
-                    protected_types.add(_id(v))
-                    for a in _tuple(_proxy_values(_type_dict(v))):
-                        if _type(a) is _FunctionType:
-                            protected_funcs.add(_id(a))
+    def in_packages(module):
+        return _type(module) is _str_t and module.split(".")[0] in packages
 
     keep_loaded_helpers()
     keep_criticals()
-    protect_loaded()
 
     # -- names locked cells bind: put back before each locked cell, so a student's `np = fake`
     # or `close = lambda *a: True` changes nothing (rebinding a name is not tampering)
@@ -266,7 +268,6 @@ def _torchclass_sentinel():
                 keep_module(value)
         keep_loaded_helpers()
         keep_criticals()
-        protect_loaded()
 
     def genuine_module(m):
         """A module the import system loaded for a library, not one put together by hand: a
@@ -314,10 +315,11 @@ def _torchclass_sentinel():
             now = builtins_dict.get(name, builtins_seen)
             if now is not value and not (now is not builtins_seen and trusted_object(now)):
                 found.append(f"builtins.{name} was replaced")
-        for name, (m, attrs) in _tuple(_items(helpers)):
+        for name, (m, attrs, strict) in _tuple(_items(helpers)):
             now = _module_dict(m)
             for attr, value in _items(attrs):
-                if now.get(attr, attrs) is not value:
+                new = now.get(attr, attrs)
+                if new is not value and (strict or new is attrs or not trusted_object(new)):
                     found.append(f"{name}.{attr} was replaced")
             for attr in now:  # a module global that shadows a builtin its functions use
                 if attr not in attrs and attr in builtins_seen and _callable(now[attr]) \
@@ -356,8 +358,11 @@ def _torchclass_sentinel():
         custom = _vars(ip).get("custom_exceptions", ())
         if _type(custom) is not _tuple or _len(custom) != 0:
             found.append("a custom exception handler was set on the shell")
-        if sys.excepthook is not excepthook and not trusted_object(sys.excepthook):
-            found.append("sys.excepthook was replaced")
+        hook_now = sys.excepthook
+        if hook_now is not excepthook and not trusted_object(hook_now):
+            t = _type(hook_now)
+            what = _func_code(hook_now).co_filename if t is _FunctionType else _type_qualname(t)
+            found.append(f"sys.excepthook was replaced ({what})")
         for n, handler in _items(signals):
             try:
                 now = _getsignal(n)
@@ -427,14 +432,15 @@ def _torchclass_sentinel():
             return ""
         if event == "object.__setattr__" or event == "object.__delattr__":
             obj, t = args[0], _type(args[0])
-            if t is _FunctionType and _id(obj) in protected_funcs:
-                if (_type(args[1]) is _str_t and args[1] == "__code__") or not trusted_file(f.f_code.co_filename if f else _None):
-                    return f"changing the library function {obj.__qualname__}"
-            elif _issubclass(t, _type_t) and _id(obj) in protected_types:
-                if not trusted_file(f.f_code.co_filename if f else _None):
-                    return f"changing the class {_type_module(obj)}.{_type_qualname(obj)}"
-            elif t is _FunctionType and obj is holder.get("run"):
+            student = not trusted_file(f.f_code.co_filename if f else _None)
+            if t is _FunctionType and obj is holder.get("run"):
                 return "changing the grader's functions"
+            code_swap = _type(args[1]) is _str_t and args[1] == "__code__"
+            if t is _FunctionType and in_packages(_func_module(obj)) and (code_swap or student):
+                return f"changing the library function {obj.__qualname__}"
+            if student and _issubclass(t, _type_t) and \
+                    (in_packages(_type_module(obj)) or obj is out_class):
+                return f"changing the class {_type_module(obj)}.{_type_qualname(obj)}"
             return ""
         if event == "open":
             path = args[0]
@@ -494,7 +500,7 @@ def _torchclass_sentinel():
             source = loc.get("source")
             digest = _sha(source.encode("utf-8", "replace")).hexdigest() \
                 if _type(source) is _str_t else ""
-            found = safe_check()
+            found = safe_check() if loc.get("graded") is not False else []
             opened[nonce] = (found, take_evidence(), digest)
             return "tampering was found before this cell" if opened[nonce][0] or opened[nonce][1] else ""
         before = opened.pop(nonce, _None)
@@ -505,11 +511,12 @@ def _torchclass_sentinel():
         names = loc.get("names")
         record_bound(names if _type(names) is _tuple else ())
         found, new, digest = before
-        found = found + safe_check()
+        graded = loc.get("graded") is not False
+        found = found + (safe_check() if graded else [])
         new = new + take_evidence()
         status, ename = loc.get("status"), loc.get("ename")
         result, stderr = loc.get("result_text"), loc.get("had_stderr")
-        fields = [nonce, digest,
+        fields = [nonce, digest, "graded" if graded else "setup",
                   status if status == "ok" or status == "error" or status == "stopped" else "error",
                   ename if _type(ename) is _str_t else "Error",
                   result if _type(result) is _str_t else "",
@@ -590,7 +597,7 @@ def _torchclass_sentinel():
     _format, _dumps = _traceback.format_exception, _json.dumps
     _sys, _ns, _join = sys, user_ns, "".join
 
-    def run(nonce, source, names=()):
+    def run(nonce, source, names=(), graded=True):
         status, ename, result_text, had_stderr = "ok", "", "", False
         evalue, tb, out, err = "", [], out_class(), out_class()
         saved = (_sys.stdout, _sys.stderr)
@@ -632,7 +639,6 @@ def _torchclass_sentinel():
     collect(_func_code(_torchclass_sentinel_code[0]))  # noqa: F821 (set just below)
     holder["run"], holder["code"] = run, _func_code(run)
     holder["cells"] = _tuple((c, c.cell_contents) for c in (_func_closure(run) or ()))
-    protected_types.add(_id(out_class))
     if key:
         sys.addaudithook(hook)
     sentinel = types.ModuleType("_torchclass_sentinel")
