@@ -292,6 +292,37 @@ def test_checks_pass_and_fail_with_hints(capsys):
     checks.above(0.9, 0.5, "accuracy")
 
 
+def test_exercise_reports_not_solved_without_stopping_and_solved_when_right(capsys):
+    def stub():
+        raise NotImplementedError
+
+    cases = {
+        "stub value": lambda: checks.equal(..., 3, "n"),
+        "stub function": lambda: checks.close(stub(), 1.0, "f"),
+        "wrong answer": lambda: checks.equal(2, 3, "n", hint="count again"),
+        "crashing answer": lambda: checks.close(torch.zeros(2) @ torch.zeros(3), 0.0, "dot"),
+    }
+    for title, body in cases.items():
+        with checks.exercise(title):  # must not raise: the lesson goes on
+            body()
+        out = capsys.readouterr().out
+        assert f"\u2718 {title}: not solved yet" in out and checks.RESULTS[title] == checks.NOT_SOLVED
+        assert "\u2714" not in out
+    with checks.exercise("wrong answer"):
+        checks.equal(2, 3, "n", hint="count again")
+    assert "count again" in capsys.readouterr().out
+    with checks.exercise("stub value"):
+        checks.equal(..., 3, "n")
+    out = capsys.readouterr().out
+    assert "replace the `...`" in out and "3" not in out  # a stub is told what to do, not the answer
+    with checks.exercise("right answer"):
+        checks.equal(3, 3, "n")
+    assert "\u2714 right answer: solved" in capsys.readouterr().out
+    assert checks.RESULTS["right answer"] == checks.SOLVED
+    with pytest.raises(KeyboardInterrupt), checks.exercise("interrupted"):
+        raise KeyboardInterrupt
+
+
 def test_offline_cache_is_never_in_the_shared_root(offline_env):
     data.mnist()
     assert not (offline_env / "MNIST").exists()
