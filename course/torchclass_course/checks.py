@@ -49,7 +49,10 @@ def exercise(title: str):
     except CheckFailed as e:  # Unanswered included: its message says the stub is still there
         reason = str(e).removeprefix("\u2718 ")
     except Exception as e:  # noqa: BLE001 -- any error in the learner's code is a "not yet", said briefly
-        reason = f"your code raised {type(e).__name__}: {e}"
+        if "ellipsis" in str(e).lower():  # e.g. s.shape or d[s] where s is still the stub's `...`
+            reason = "no answer yet (replace the `...` in the exercise cell)"
+        else:
+            reason = f"your code raised {type(e).__name__}: {e}"
     else:
         RESULTS[title] = SOLVED
         print(f"\u2714 {title}: {SOLVED}")
