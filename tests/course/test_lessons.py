@@ -229,3 +229,25 @@ def test_every_lesson_is_in_the_mapping():
     }
     orphans = [_rel(p) for p in LESSONS if _rel(p) not in mapped]
     assert not orphans, f"lessons not mapped to an outline topic in {MAPPING.name}: {orphans}"
+
+
+def test_hub_gives_students_the_lessons_but_not_their_answers(tmp_path):
+    # The local classroom's master copy of the lessons, built by the hub's own code.
+    from types import SimpleNamespace
+
+    from torchclass_hub import prepare
+
+    classroom = SimpleNamespace(lessons_dir=tmp_path / "lessons")
+    prepare.lessons(classroom)
+    given = sorted(p.relative_to(classroom.lessons_dir) for p in classroom.lessons_dir.rglob("*") if p.is_file())
+    assert len(given) == len(LESSONS) and all(p.suffix == ".ipynb" for p in given), given
+    leaked = []
+    for lesson in LESSONS:
+        # The hub lays them out as stage<N>/<lesson> and tools/<lesson>.
+        group = lesson.parent.parent.name if lesson.parent.name == "lessons" else lesson.parent.name
+        copy = classroom.lessons_dir / group / lesson.name
+        answers = {a.strip() for a in load_solutions(lesson).values()}
+        cells = exercise_cells(nbformat.read(copy, as_version=4))
+        assert cells, f"{copy}: the student's copy has no exercise cells"
+        leaked += [f"{copy.name} cell {c.id}" for c in cells if c.source.strip() in answers]
+    assert not leaked, f"students would get worked answers: {leaked}"
