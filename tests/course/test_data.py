@@ -128,7 +128,7 @@ def test_pretrained_cnn_offline_recognises_a_cat(offline_env, capsys):
     import skimage.data
     from PIL import Image
 
-    model, preprocess = data.pretrained_cnn(1000)
+    model, preprocess = data.pretrained_cnn()  # None: keep the ImageNet head
     assert "EfficientNet-Lite0" in capsys.readouterr().out
     model.eval()
     x = preprocess(Image.fromarray(skimage.data.chelsea())).unsqueeze(0)
@@ -147,6 +147,18 @@ def test_pretrained_cnn_gets_a_fresh_head(offline_env):
     assert x.shape == (3, 64, 64)
     model.eval()
     assert model(x.unsqueeze(0)).shape == (1, 5)
+
+
+def test_pretrained_cnn_offline_int_1000_is_a_fresh_head(offline_env):
+    # An integer always asks for a new task's head; only None keeps ImageNet's, on both sources.
+    imagenet, _ = data.pretrained_cnn()
+    torch.manual_seed(0)
+    fresh, _ = data.pretrained_cnn(1000)
+    assert fresh._fc.out_features == 1000
+    assert not torch.allclose(fresh._fc.weight, imagenet._fc.weight)
+    assert torch.equal(fresh._conv_stem.weight, imagenet._conv_stem.weight)  # the body is pretrained
+    with pytest.raises(ValueError, match="num_classes"):
+        data.pretrained_cnn(0)
 
 
 def test_pretrained_text_model_loads_offline(offline_env):
@@ -280,6 +292,37 @@ def test_checks_pass_and_fail_with_hints(capsys):
     checks.above(0.9, 0.5, "accuracy")
 
 
+def test_exercise_reports_not_solved_without_stopping_and_solved_when_right(capsys):
+    def stub():
+        raise NotImplementedError
+
+    cases = {
+        "stub value": lambda: checks.equal(..., 3, "n"),
+        "stub function": lambda: checks.close(stub(), 1.0, "f"),
+        "wrong answer": lambda: checks.equal(2, 3, "n", hint="count again"),
+        "crashing answer": lambda: checks.close(torch.zeros(2) @ torch.zeros(3), 0.0, "dot"),
+    }
+    for title, body in cases.items():
+        with checks.exercise(title):  # must not raise: the lesson goes on
+            body()
+        out = capsys.readouterr().out
+        assert f"\u2718 {title}: not solved yet" in out and checks.RESULTS[title] == checks.NOT_SOLVED
+        assert "\u2714" not in out
+    with checks.exercise("wrong answer"):
+        checks.equal(2, 3, "n", hint="count again")
+    assert "count again" in capsys.readouterr().out
+    with checks.exercise("stub value"):
+        checks.equal(..., 3, "n")
+    out = capsys.readouterr().out
+    assert "replace the `...`" in out and "3" not in out  # a stub is told what to do, not the answer
+    with checks.exercise("right answer"):
+        checks.equal(3, 3, "n")
+    assert "\u2714 right answer: solved" in capsys.readouterr().out
+    assert checks.RESULTS["right answer"] == checks.SOLVED
+    with pytest.raises(KeyboardInterrupt), checks.exercise("interrupted"):
+        raise KeyboardInterrupt
+
+
 def test_offline_cache_is_never_in_the_shared_root(offline_env):
     data.mnist()
     assert not (offline_env / "MNIST").exists()
@@ -305,6 +348,25 @@ def test_staged_resnet18_loads_through_torchvision_without_downloading(offline_e
     assert data.classifier_head(model) is model.fc and model.fc.out_features == 7
     assert torch.equal(model.conv1.weight, weights["conv1.weight"])
     assert preprocess(transforms.ToPILImage()(torch.rand(3, 300, 300))).shape == (3, 224, 224)
+
+
+def test_staged_resnet18_keeps_its_imagenet_head_when_asked(offline_env):
+    from torchvision.models import resnet18
+
+    # Stage 2 lesson 7 predicts ImageNet labels with pretrained_cnn(): that must be the staged
+    # checkpoint's own 1000-way head, not a freshly initialised one printing random labels.
+    torch.manual_seed(0)
+    weights = resnet18(weights=None).state_dict()
+    path = offline_env / data.RESNET18_FILE
+    path.parent.mkdir(parents=True)
+    torch.save(weights, path)
+    stage.record(offline_env, "resnet18", [path], "test")
+    model, _ = data.pretrained_cnn()
+    assert model.fc.out_features == 1000
+    assert torch.equal(model.fc.weight, weights["fc.weight"]) and torch.equal(model.fc.bias, weights["fc.bias"])
+    fresh, _ = data.pretrained_cnn(1000)
+    assert not torch.equal(fresh.fc.weight, weights["fc.weight"])
+    assert torch.equal(fresh.conv1.weight, weights["conv1.weight"])
 
 
 def test_staged_minilm_is_preferred(offline_env):

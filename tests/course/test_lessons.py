@@ -1,5 +1,7 @@
-"""Every lesson notebook executes on CPU within its time budget; every committed notebook is
-clean; every item of the course outline has its notebook."""
+"""Every lesson notebook executes on CPU within its time budget, with its exercises' stubs in
+place (each exercise reports "not solved yet") and with the worked answers from
+course/solutions/ in place (each reports "solved"); every committed notebook is clean; every
+item of the course outline has its notebook."""
 
 import re
 import subprocess
@@ -8,7 +10,17 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from torchclass_course.notebooks import LessonFailed, budget_of, execute
+from torchclass_course.checks import NOT_SOLVED, SOLVED
+from torchclass_course.notebooks import (
+    LessonFailed,
+    budget_of,
+    execute,
+    exercise_cells,
+    exercise_outcomes,
+    load_solutions,
+    solution_path,
+    with_solutions,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 COURSE = REPO / "course"
@@ -22,9 +34,13 @@ def _rel(path: Path) -> str:
     return str(path.relative_to(COURSE))
 
 
-@pytest.mark.lessons
-@pytest.mark.parametrize("notebook", LESSONS, ids=_rel)
-def test_lesson_executes_on_cpu_within_budget(notebook, tmp_path, shared_cache, monkeypatch):
+def _exercise_titles(nb) -> list[str]:
+    """The titles of the lesson's ``with checks.exercise("...")`` blocks, in order."""
+    return [m.group(1) for c in nb.cells if c.cell_type == "code"
+            for m in re.finditer(r"checks\.exercise\(\s*\"([^\"]+)\"", c.source)]
+
+
+def _run_lesson(notebook, tmp_path, shared_cache, monkeypatch, solutions):
     data_root = tmp_path / "no-staged-data"
     data_root.mkdir()
     # The kernel inherits this environment: CPU only, offline sources, no downloads.
@@ -35,10 +51,58 @@ def test_lesson_executes_on_cpu_within_budget(notebook, tmp_path, shared_cache, 
     work = tmp_path / "cwd"
     work.mkdir()
     try:
-        run = execute(notebook, cwd=work)
+        run = execute(notebook, cwd=work, solutions=solutions)
     except LessonFailed as e:
         pytest.fail(str(e), pytrace=False)
-    print(f"{_rel(notebook)}: {run.seconds} s of {run.budget} s; slowest cell {max(run.cell_seconds)} s")
+    print(f"{_rel(notebook)}{' (solutions)' if solutions else ''}: {run.seconds} s of {run.budget} s; "
+          f"slowest cell {max(run.cell_seconds)} s")
+    titles = _exercise_titles(run.notebook)
+    outcomes = exercise_outcomes(run.notebook)
+    assert sorted(outcomes) == sorted(titles), f"exercise blocks {titles} reported {outcomes}"
+    return outcomes
+
+
+@pytest.mark.lessons
+@pytest.mark.parametrize("notebook", LESSONS, ids=_rel)
+def test_lesson_executes_on_cpu_within_budget(notebook, tmp_path, shared_cache, monkeypatch):
+    # As shipped to students: every exercise is a stub, its check says so, the lesson runs on.
+    outcomes = _run_lesson(notebook, tmp_path, shared_cache, monkeypatch, solutions=False)
+    solved = [t for t, v in outcomes.items() if v != NOT_SOLVED]
+    assert not solved, f"{_rel(notebook)}: exercises pass with their stubs in place: {solved}"
+
+
+@pytest.mark.lessons
+@pytest.mark.parametrize("notebook", LESSONS, ids=_rel)
+def test_lesson_solutions_solve_every_exercise(notebook, tmp_path, shared_cache, monkeypatch):
+    # The instructors' worked answers, run in the lesson as it is now, so they cannot rot.
+    outcomes = _run_lesson(notebook, tmp_path, shared_cache, monkeypatch, solutions=True)
+    unsolved = [t for t, v in outcomes.items() if v != SOLVED]
+    assert not unsolved, f"{solution_path(notebook)}: these exercises are not solved: {unsolved}"
+
+
+@pytest.mark.parametrize("notebook", LESSONS, ids=_rel)
+def test_lesson_exercises_are_stubs_with_answers_kept_aside(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    stubs = {c.id: c.source for c in exercise_cells(nb)}
+    assert stubs, f"{_rel(notebook)}: no exercise cell (a code cell tagged 'exercise')"
+    assert solution_path(notebook).is_file(), f"{_rel(notebook)}: no worked answers at {solution_path(notebook)}"
+    answers = load_solutions(notebook)
+    with_solutions(nb, answers)  # raises when answers and exercise cells do not match one to one
+    for cell_id, stub in stubs.items():
+        assert "TODO" in stub, f"{_rel(notebook)} cell {cell_id}: a stub says what to do with a TODO"
+        assert stub.strip() != answers[cell_id].strip(), f"{_rel(notebook)} cell {cell_id}: the stub is the answer"
+    titles = _exercise_titles(nb)
+    assert len(titles) >= len(stubs) and len(set(titles)) == len(titles), (
+        f"{_rel(notebook)}: every exercise needs its own checks.exercise block with a unique title: {titles}")
+
+
+def test_solutions_belong_to_lessons_and_are_not_notebooks():
+    # Students get course/stage*/lessons/*.ipynb and tools/*.ipynb; answers must not be among them.
+    solutions = COURSE / "solutions"
+    assert not list(solutions.rglob("*.ipynb")), "answers kept as notebooks could be copied as lessons"
+    lesson_answers = {solution_path(p) for p in LESSONS}
+    strays = [str(p) for p in solutions.rglob("*.yaml") if p not in lesson_answers]
+    assert not strays, f"answer files without a lesson: {strays}"
 
 
 def test_lessons_are_found():
@@ -165,3 +229,25 @@ def test_every_lesson_is_in_the_mapping():
     }
     orphans = [_rel(p) for p in LESSONS if _rel(p) not in mapped]
     assert not orphans, f"lessons not mapped to an outline topic in {MAPPING.name}: {orphans}"
+
+
+def test_hub_gives_students_the_lessons_but_not_their_answers(tmp_path):
+    # The local classroom's master copy of the lessons, built by the hub's own code.
+    from types import SimpleNamespace
+
+    from torchclass_hub import prepare
+
+    classroom = SimpleNamespace(lessons_dir=tmp_path / "lessons")
+    prepare.lessons(classroom)
+    given = sorted(p.relative_to(classroom.lessons_dir) for p in classroom.lessons_dir.rglob("*") if p.is_file())
+    assert len(given) == len(LESSONS) and all(p.suffix == ".ipynb" for p in given), given
+    leaked = []
+    for lesson in LESSONS:
+        # The hub lays them out as stage<N>/<lesson> and tools/<lesson>.
+        group = lesson.parent.parent.name if lesson.parent.name == "lessons" else lesson.parent.name
+        copy = classroom.lessons_dir / group / lesson.name
+        answers = {a.strip() for a in load_solutions(lesson).values()}
+        cells = exercise_cells(nbformat.read(copy, as_version=4))
+        assert cells, f"{copy}: the student's copy has no exercise cells"
+        leaked += [f"{copy.name} cell {c.id}" for c in cells if c.source.strip() in answers]
+    assert not leaked, f"students would get worked answers: {leaked}"

@@ -1,0 +1,71 @@
+"""What lessons teach, checked in their source: habits a lesson must show correctly even where
+the CPU run in CI cannot catch the mistake (CUDA-only settings, which split is tuned on)."""
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+COURSE = Path(__file__).resolve().parents[2] / "course"
+LESSONS = sorted([*COURSE.glob("stage*/lessons/*.ipynb"), *COURSE.glob("tools/*.ipynb")])
+
+
+def _code(path: Path) -> list[str]:
+    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+def _first(cells: list[str], pattern: str) -> int | None:
+    return next((i for i, src in enumerate(cells) if re.search(pattern, src, re.MULTILINE)), None)
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(COURSE))
+
+
+@pytest.mark.parametrize("notebook", LESSONS, ids=_rel)
+def test_deterministic_mode_sets_cublas_workspace_before_torch_starts(notebook):
+    # On CUDA, use_deterministic_algorithms(True) raises at the first matrix multiply unless
+    # CUBLAS_WORKSPACE_CONFIG was set before cuBLAS started; CI runs on CPU and cannot see it.
+    cells = _code(notebook)
+    deterministic = _first(cells, r"use_deterministic_algorithms\(\s*True")
+    if deterministic is None:
+        return
+    setting = _first(cells, r"""os\.environ(\.setdefault\(|\[)\s*["']CUBLAS_WORKSPACE_CONFIG["']\s*(,|\]\s*=)\s*["']:(4096|16):8["']""")
+    assert setting is not None, f"{_rel(notebook)}: deterministic mode without CUBLAS_WORKSPACE_CONFIG"
+    torch_import = _first(cells, r"^\s*(import torch|from torch)")
+    assert setting <= torch_import, "set CUBLAS_WORKSPACE_CONFIG in or before the cell importing torch"
+    src = cells[setting]
+    if setting == torch_import:
+        assert src.index("CUBLAS_WORKSPACE_CONFIG") < re.search(r"^\s*(import torch|from torch)", src, re.MULTILINE).start()
+
+
+# Lessons that train a model and report how well it generalises.
+SPLIT_LESSONS = ["stage1/lessons/06-training-loop-from-scratch.ipynb", "stage2/lessons/05-cnns.ipynb"]
+# A call that evaluates on the test split: the test data passed to a model or an evaluation
+# function (printing its shape or taking its length is not a use).
+TEST_USE = re.compile(r"\b(?!tuple\b|len\b|print\b)\w+\(\s*(?:[^()]*,\s*)?(X_test|test_loader)\b")
+
+
+@pytest.mark.parametrize("rel", SPLIT_LESSONS)
+def test_lesson_decides_on_validation_and_touches_test_once(rel):
+    cells = _code(COURSE / rel)
+    training = [i for i, src in enumerate(cells) if ".backward()" in src]
+    assert training, f"{rel}: no training cell found"
+    for i in training:
+        assert not TEST_USE.search(cells[i]) and not re.search(r"test[ _](loss|acc)", cells[i]), (
+            f"{rel}: training cell {i} looks at the test split; evaluate on validation while training")
+    assert any(re.search(r"\bval", cells[i]) for i in training), f"{rel}: training never validates"
+    uses = [i for i, src in enumerate(cells) if TEST_USE.search(src)]
+    assert len(uses) == 1, f"{rel}: the test split is evaluated in code cells {uses}; once is the rule"
+    assert uses[0] > max(training), f"{rel}: the test split is used before the last training cell"
+
+
+@pytest.mark.parametrize("notebook", LESSONS, ids=_rel)
+def test_normalisation_statistics_are_computed_not_typed_in(notebook):
+    # Typed-in numbers belong to some other dataset (or to the full set, not the training split):
+    # lessons compute mean/std from their training data. Pretrained models' own statistics are
+    # passed straight to Normalize and are not matched here.
+    typed = re.compile(r"^\s*(mean|std)\s*(,\s*(mean|std)\s*)?=\s*[\[(]?\s*[\[(]?\s*\d", re.MULTILINE | re.IGNORECASE)
+    offenders = [src.splitlines()[0] for src in _code(notebook) if typed.search(src)]
+    assert not offenders, f"{_rel(notebook)}: hard-coded normalisation statistics in cells starting {offenders}"
