@@ -37,6 +37,7 @@ def _torchclass_sentinel():
 
     _type, _issubclass, _len, _str, _repr, _tuple = type, issubclass, len, str, repr, tuple
     _type_t, _dict_t, _list_t, _object, _setattr = type, dict, list, object, setattr
+    _hasattr = hasattr
     _TypeError, _ValueError = TypeError, ValueError
     _callable, _vars, _any, _dict, _set, _id, _zip = callable, vars, any, dict, set, id, zip
     _Exception, _BaseException, _RuntimeError, _OSError = Exception, BaseException, RuntimeError, OSError
@@ -329,7 +330,10 @@ def _torchclass_sentinel():
             now = _type_dict(c)
             label = f"{_type_module(c)}.{_type_qualname(c)}"
             for attr, value in _proxy_items(now):
-                if attrs.get(attr, attrs) is not value:
+                # Data Python and libraries cache on classes (copyreg's __slotnames__) is no
+                # method: only a callable, or a descriptor, decides what the class does.
+                if attrs.get(attr, attrs) is not value and (
+                        _callable(value) or _hasattr(_type(value), "__get__")):
                     found.append(f"{label}.{attr} was replaced or added")
             for attr in attrs:
                 if attr not in now:
