@@ -1,7 +1,8 @@
 """torchclass-grade: the instructor's nbgrader commands for the classroom's course.
 
     torchclass-grade release ASSIGNMENT [--force]    generate and release to students
-    torchclass-grade collect ASSIGNMENT              copy submissions from the exchange
+    torchclass-grade collect ASSIGNMENT              copy submissions from the exchange (exit 1:
+                                                     some refused, each named with why)
     torchclass-grade grade ASSIGNMENT [--workers N] [--force] [--student ID]
                                                      grade in parallel, sandboxed; write the report
     torchclass-grade autograde ASSIGNMENT [--student ID]   stock nbgrader, one at a time
@@ -76,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.assignment}: " + ("released" if done else
                                             "already released (use --force to replace it)"))
         elif args.command == "collect":
-            course.collect(args.assignment)
-            print(f"{args.assignment}: collected")
+            refused = course.collect(args.assignment)
+            for line in refused:
+                print(line)
+            print(f"{args.assignment}: collected" + (
+                f"; {len(refused)} refused (above: student, file and why)" if refused else ""))
+            return 1 if refused else 0
         elif args.command == "grade":
             return grade(classroom, course, args)
         elif args.command == "autograde":
