@@ -5,7 +5,7 @@
                                                      some refused, each named with why)
     torchclass-grade grade ASSIGNMENT [--workers N] [--force] [--student ID]
                                                      grade in parallel, sandboxed; write the report
-    torchclass-grade autograde ASSIGNMENT [--student ID]   stock nbgrader, one at a time
+    torchclass-grade autograde ASSIGNMENT            switched off (unsandboxed): says to use grade
     torchclass-grade feedback ASSIGNMENT             generate feedback and return it to students
     torchclass-grade export [--out grades.csv]       one row per student, with totals
     torchclass-grade scores                          the gradebook as JSON
@@ -86,8 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "grade":
             return grade(classroom, course, args)
         elif args.command == "autograde":
-            course.autograde(args.assignment, args.student)
-            print(f"{args.assignment}: autograded")
+            # Stock autograde runs student code as the grader account, with the gradebook and
+            # the solutions in reach; the engine runs each kernel sandboxed.
+            aid = args.assignment
+            print(f"error: `torchclass-grade autograde` is switched off: it ran students' code "
+                  f"unsandboxed as the grader account. Use the sandboxed engine: "
+                  f"torchclass-grade grade {aid}"
+                  + (f" --student {args.student}" if args.student else "")
+                  + f" (make grade ASSIGNMENT={aid}).", file=sys.stderr)
+            return 2
         elif args.command == "feedback":
             course.feedback(args.assignment)
             print(f"{args.assignment}: feedback returned")

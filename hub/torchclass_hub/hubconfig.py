@@ -30,6 +30,10 @@ def formgrader_service(classroom: Classroom) -> str:
     return f"formgrader-{classroom.course_id}"
 
 
+def formgrader_config_dir(classroom: Classroom) -> Path:
+    return classroom.data_dir / "etc" / "formgrader"
+
+
 def single_user_env(classroom: Classroom) -> dict[str, str]:
     return {
         "TORCHCLASS_DATA": str(classroom.datasets_dir),
@@ -70,13 +74,18 @@ def apply(c, classroom: Classroom) -> None:
         # the formgrader: the hub image has no nbgrader to run it as a service.
         return
     service = formgrader_service(classroom)
-    grader_env = {"JUPYTERHUB_DEFAULT_URL": "/formgrader", "OMP_NUM_THREADS": "1"}
+    grader_env = {"JUPYTERHUB_DEFAULT_URL": "/formgrader", "OMP_NUM_THREADS": "1",
+                  # No terminals, kernels or proxy; notebooks sanitized; no Autograde button
+                  # (prepare.formgrader_config).
+                  "JUPYTER_CONFIG_PATH": str(formgrader_config_dir(classroom))}
     c.JupyterHub.services = [{
         "name": service,
         "display": True,
         "url": f"http://127.0.0.1:{ports['formgrader']}",
         "command": [str(VENV / "bin" / "jupyterhub-singleuser"),
-                    f"--ServerApp.root_dir={classroom.course_dir}"],
+                    f"--ServerApp.root_dir={classroom.course_dir}",
+                    # Also on the command line: it outranks any config file the grader writes.
+                    "--ServerApp.terminals_enabled=False"],
         "user": classroom.grader,
         "cwd": str(classroom.course_dir),
         "environment": grader_env,

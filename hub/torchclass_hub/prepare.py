@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torchclass_grading.course import Course
 
-from . import accounts
+from . import accounts, hubconfig
 from .config import REPO, Classroom, stage_projects
 
 STUDENT_LAB_DISABLED = [
@@ -106,6 +106,93 @@ def student_config(classroom: Classroom) -> None:
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
 
 
+# The formgrader's own pages need inline scripts, so this policy is not the XSS defence
+# (sanitizing the notebooks is, below): it keeps a script that slipped through from loading code
+# or sending what it read anywhere but this server. MathJax comes from cdnjs, as nbconvert has it.
+_FORMGRADER_CSP = (
+    "default-src 'self'",
+    "script-src 'self' 'unsafe-inline' 'unsafe-eval' https://cdnjs.cloudflare.com",
+    "style-src 'self' 'unsafe-inline' https://cdnjs.cloudflare.com",
+    "img-src 'self' data: blob:", "font-src 'self' data: https://cdnjs.cloudflare.com",
+    "connect-src 'self'", "object-src 'none'", "base-uri 'self'", "form-action 'self'",
+    "frame-ancestors 'self'",
+)
+
+# The formgrader service runs as the grader account beside the gradebook and the solutions, and
+# shows students' notebooks to instructors. Nothing in it may become a shell as the grader: no
+# terminals, no kernels, no proxy to local ports, no language servers.
+FORMGRADER_SERVER_CONFIG = {
+    "ServerApp": {
+        "terminals_enabled": False,
+        "jpserver_extensions": {"jupyter_server_terminals": False, "jupyter_server_proxy": False,
+                                "jupyter_lsp": False},
+        "tornado_settings": {"headers": {"Content-Security-Policy": "; ".join(_FORMGRADER_CSP)}},
+    },
+}
+
+# allowed_kernelspecs only hides kernels from the list (python3 still starts by name): the
+# formgrader gets a kernel spec manager that knows no kernel at all.
+FORMGRADER_KERNELS_CONFIG = '''# Written by torchclass-hub up (hub/torchclass_hub/prepare.py); edits are overwritten.
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+c = get_config()  # noqa: F821
+
+
+class NoKernels(KernelSpecManager):
+    """The formgrader service runs as the grader account: a kernel there is a shell as the
+    grader, next to the gradebook and the solutions. It needs none to grade."""
+
+    def find_kernel_specs(self):
+        return {}
+
+    def get_kernel_spec(self, kernel_name):
+        raise NoSuchKernel(kernel_name)
+
+
+c.ServerApp.kernel_spec_manager_class = NoKernels
+'''
+
+FORMGRADER_NBGRADER_CONFIG = '''# Written by torchclass-hub up (hub/torchclass_hub/prepare.py); edits are overwritten.
+# Read by the formgrader service only (its JUPYTER_CONFIG_PATH), before the course's config.
+from nbconvert.exporters import NotebookExporter
+
+c = get_config()  # noqa: F821
+
+# Students write the notebooks the instructor opens here: their markdown and outputs are
+# cleaned of scripts and event handlers before they reach the instructor's browser.
+c.HTMLExporter.sanitize_html = True
+
+
+class AutogradeSwitchedOff(NotebookExporter):
+    """The formgrader's Autograde button would run student code as the grader account, with the
+    gradebook and the solutions in reach. Refused before anything is changed (nbgrader makes the
+    exporter before it touches the autograded folder)."""
+
+    def __init__(self, *args, **kwargs):
+        parent = kwargs.get("parent")
+        aid = getattr(getattr(parent, "coursedir", None), "assignment_id", "") or "ASSIGNMENT"
+        raise RuntimeError(
+            "Autograding from the formgrader is switched off: it would run students' code "
+            "unsandboxed as the grader account. Grade in the sandbox instead, as the instructor "
+            f"on the classroom's machine: torchclass-grade grade {aid} "
+            f"(make grade ASSIGNMENT={aid}); the grades then show here.")
+
+
+c.Autograde.exporter_class = AutogradeSwitchedOff
+'''
+
+
+def formgrader_config(classroom: Classroom) -> None:
+    """The formgrader service's JUPYTER_CONFIG_PATH: root-owned, so the grader cannot undo it."""
+    etc = hubconfig.formgrader_config_dir(classroom)
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "jupyter_server_config.json").write_text(json.dumps(FORMGRADER_SERVER_CONFIG, indent=1))
+    (etc / "jupyter_server_config.py").write_text(FORMGRADER_KERNELS_CONFIG)
+    (etc / "nbgrader_config.py").write_text(FORMGRADER_NBGRADER_CONFIG)
+    for p in [etc, *etc.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+
+
 def exchange(classroom: Classroom) -> None:
     """The nbgrader exchange, tightened beyond nbgrader's own defaults.
 
@@ -165,6 +252,7 @@ def everything(classroom: Classroom, log=print) -> dict:
     course_library(classroom)
     lessons(classroom)
     student_config(classroom)
+    formgrader_config(classroom)
     c = course(classroom)
     exchange(classroom)
     released = release(classroom, c, log)
