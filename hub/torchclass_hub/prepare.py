@@ -85,7 +85,8 @@ def lessons(classroom: Classroom) -> None:
 
 
 def student_config(classroom: Classroom) -> None:
-    """JUPYTER_CONFIG_PATH of every student server: course id, exchange, instructor UI off."""
+    """JUPYTER_CONFIG_PATH of every student (and instructor) server: course id, exchange,
+    instructor UI off, kernels over ipc."""
     etc = classroom.student_config_dir
     (etc / "labconfig").mkdir(parents=True, exist_ok=True)
     (etc / "nbgrader_config.py").write_text(
@@ -98,7 +99,11 @@ def student_config(classroom: Classroom) -> None:
     )
     (etc / "jupyter_server_config.json").write_text(json.dumps({
         "ServerApp": {"jpserver_extensions": {"nbgrader.server_extensions.formgrader": False,
-                                              "nbgrader.server_extensions.course_list": False}}
+                                              "nbgrader.server_extensions.course_list": False}},
+        # Kernels on 127.0.0.1 TCP ports can be reached by every local user (code, outputs, and
+        # a way to run code as their owner); ipc sockets sit in the owner's 0700 runtime dir
+        # (spawners/local.py puts it in the home). Instructors' servers read this config too.
+        "KernelManager": {"transport": "ipc"},
     }, indent=1))
     (etc / "labconfig" / "page_config.json").write_text(json.dumps(
         {"disabledExtensions": {name: True for name in STUDENT_LAB_DISABLED}}, indent=1))

@@ -23,6 +23,23 @@ from traitlets import Unicode
 from ..config import VENV, Classroom
 
 
+def private_runtime_dir(env: dict) -> dict:
+    """Kernels talk over ipc sockets (the students' Jupyter config sets the transport) kept
+    beside their connection files in the runtime dir, which Jupyter creates 0700. It sits in the
+    home, with a short name: a Unix socket path may not exceed 107 bytes, and the default
+    ~/.local/share/jupyter/runtime/kernel-<uuid>-ipc-N does with a long user name."""
+    env["JUPYTER_RUNTIME_DIR"] = os.path.join(env["HOME"], ".jupyter-run")
+    return env
+
+
+class OwnAccountSpawner(LocalProcessSpawner):
+    """LocalProcessSpawner (each user's server as their own Unix account), kernels' sockets in
+    a folder of their own."""
+
+    def user_env(self, env):
+        return private_runtime_dir(super().user_env(env))
+
+
 class SharedAccountSpawner(LocalProcessSpawner):
     """LocalProcessSpawner without switching Unix user; each user gets HOME=<homes_dir>/<name>."""
 
@@ -36,7 +53,7 @@ class SharedAccountSpawner(LocalProcessSpawner):
         home.mkdir(parents=True, exist_ok=True)
         env["USER"] = self.user.name
         env["HOME"] = str(home)
-        return env
+        return private_runtime_dir(env)
 
 
 def _copy_missing(lessons_dir: str, home: str) -> list[str]:
@@ -109,7 +126,7 @@ def copy_new_lessons(lessons_dir: Path, home: Path, uid: int | None, gid: int | 
 def configure(c, classroom: Classroom, env: dict) -> None:
     spawner = classroom["spawner"]
     if classroom.real_unix_users:
-        c.JupyterHub.spawner_class = LocalProcessSpawner
+        c.JupyterHub.spawner_class = OwnAccountSpawner
     else:
         c.JupyterHub.spawner_class = SharedAccountSpawner
         c.SharedAccountSpawner.homes_dir = str(classroom.homes_dir)
