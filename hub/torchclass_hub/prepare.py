@@ -163,9 +163,12 @@ from nbconvert.exporters import NotebookExporter
 
 c = get_config()  # noqa: F821
 
-# Students write the notebooks the instructor opens here: their markdown and outputs are
-# cleaned of scripts and event handlers before they reach the instructor's browser.
+# Students write the notebooks the instructor opens here: their markdown, raw cells and outputs
+# are cleaned of scripts and event handlers before they reach the instructor's browser. The
+# exporter's own switch covers outputs only: nbgrader's formgrade template renders markdown
+# without it, so the cells are cleaned first, by nbconvert's SanitizeHTML preprocessor.
 c.HTMLExporter.sanitize_html = True
+c.HTMLExporter.preprocessors = ["nbconvert.preprocessors.sanitize.SanitizeHTML"]
 
 
 class AutogradeSwitchedOff(NotebookExporter):
