@@ -127,3 +127,22 @@ def test_institution_login_configures_the_real_authenticator(tmp_path, monkeypat
         assert authenticator.token_url == auth["oauth"]["token_url"]
     else:
         assert authenticator.issuer == auth["lti13"]["issuer"]
+
+
+def test_oauth_name_comes_from_a_claim_the_user_cannot_edit(tmp_path, monkeypatch):
+    """A student who renames themselves at the provider (preferred_username is editable at many)
+    to an instructor's name must not log in as the instructor (issue 12, item 9)."""
+    from torchclass_hub import auth as tc_auth
+    from traitlets.config import Config
+
+    path = tmp_path / "classroom.yaml"
+    path.write_text(yaml.safe_dump({**GOOD, "auth": {"type": "oauth", "oauth": {
+        "authorize_url": "https://idp.example.edu/authorize",
+        "token_url": "https://idp.example.edu/token",
+        "userdata_url": "https://idp.example.edu/userinfo", "client_id": "torchclass"}}}))
+    monkeypatch.setenv("TORCHCLASS_OAUTH_CLIENT_SECRET", "s3cret")
+    c = Config()
+    tc_auth.configure(c, config.load(path, env={}))
+    authenticator = c.JupyterHub.authenticator_class(config=c)
+    forged = {"sub": "alice", "preferred_username": "teacher", "name": "teacher"}
+    assert authenticator.user_info_to_username(forged) == "alice"
