@@ -14,7 +14,6 @@ import subprocess
 
 import pytest
 from classroom_fixture import REPO, TestClassroom
-from conftest import login
 from hubclient import HubClient
 from torchclass_hub.config import VENV
 
@@ -41,6 +40,15 @@ SOLUTION = (
     f"display(HTML({OUT_IMG!r}))\n"
     f"display(Javascript({_payload('out-js')!r}))\n"
 )
+
+
+def login(page, url: str, user: str, password: str) -> None:
+    # tests/browser/conftest.py has the same helper; imported from `conftest` it can resolve to
+    # another folder's conftest when several test folders run together.
+    page.goto(url + "hub/login")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("input[type=submit], button[type=submit]")
 
 
 def _grade_cmd(room, *args) -> subprocess.CompletedProcess:
