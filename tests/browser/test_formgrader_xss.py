@@ -8,7 +8,6 @@ opens the manual-grading view of the autograded notebook. Every payload would se
 request a URL with "tc-exfil" in it; neither may happen. Its own classroom: submitting this
 would change the shared classroom's submissions the hub tests count."""
 
-import json
 import os
 import subprocess
 
@@ -90,10 +89,10 @@ def graded_attack(room):
     assert collected.returncode == 0, collected.stdout + collected.stderr
     graded = _grade_cmd(room, "grade", AID)
     assert graded.returncode == 0, graded.stdout + graded.stderr
-    autograded = room.classroom.course_dir / "autograded" / student / AID / f"{AID}.ipynb"
-    outputs = json.dumps(json.loads(autograded.read_text())["cells"])
-    # The attack is really in what the formgrader renders (else this test proves nothing).
-    return {"student": student, "outputs": outputs}
+    course = room.classroom.course_dir
+    return {"student": student,
+            "submitted": (course / "submitted" / student / AID / f"{AID}.ipynb").read_text(),
+            "autograded": (course / "autograded" / student / AID / f"{AID}.ipynb").read_text()}
 
 
 def test_student_scripts_do_not_run_in_the_formgrader(room, browser, graded_attack,
@@ -129,6 +128,10 @@ def test_student_scripts_do_not_run_in_the_formgrader(room, browser, graded_atta
         context.close()
 
 
-def test_the_payloads_are_in_the_notebook_the_formgrader_renders(graded_attack):
-    for tag in ("out-script", "out-img", "out-js"):
-        assert f"tc-exfil-{tag}" in graded_attack["outputs"], tag
+def test_the_attack_reached_the_grader(graded_attack):
+    """Else the browser test proves nothing: every payload was handed in and collected, and the
+    graded notebook the formgrader renders holds the markdown one. (What the grading engine
+    does to outputs is its own business; the formgrader must be safe either way.)"""
+    for tag in ("md-script", "md-img", "md-link", "out-script", "out-img", "out-js"):
+        assert f"tc-exfil-{tag}" in graded_attack["submitted"], tag
+    assert "tc-exfil-md-script" in graded_attack["autograded"]
