@@ -16,7 +16,7 @@ collect: install ## collect students' submissions (ASSIGNMENT=id)
 	$(need_assignment)
 	$(GRADE) collect $(ASSIGNMENT)
 
-autograde: install ## autograde collected submissions (ASSIGNMENT=id)
+autograde: install ## switched off (ran student code unsandboxed): says to use make grade
 	$(need_assignment)
 	$(GRADE) autograde $(ASSIGNMENT)
 

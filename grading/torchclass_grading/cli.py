@@ -1,10 +1,11 @@
 """torchclass-grade: the instructor's nbgrader commands for the classroom's course.
 
     torchclass-grade release ASSIGNMENT [--force]    generate and release to students
-    torchclass-grade collect ASSIGNMENT              copy submissions from the exchange
+    torchclass-grade collect ASSIGNMENT              copy submissions from the exchange (exit 1:
+                                                     some refused, each named with why)
     torchclass-grade grade ASSIGNMENT [--workers N] [--force] [--student ID]
                                                      grade in parallel, sandboxed; write the report
-    torchclass-grade autograde ASSIGNMENT [--student ID]   stock nbgrader, one at a time
+    torchclass-grade autograde ASSIGNMENT            switched off (unsandboxed): says to use grade
     torchclass-grade feedback ASSIGNMENT             generate feedback and return it to students
     torchclass-grade export [--out grades.csv]       one row per student, with totals
     torchclass-grade scores                          the gradebook as JSON
@@ -76,13 +77,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.assignment}: " + ("released" if done else
                                             "already released (use --force to replace it)"))
         elif args.command == "collect":
-            course.collect(args.assignment)
-            print(f"{args.assignment}: collected")
+            refused = course.collect(args.assignment)
+            for line in refused:
+                print(line)
+            print(f"{args.assignment}: collected" + (
+                f"; {len(refused)} refused (above: student, file and why)" if refused else ""))
+            return 1 if refused else 0
         elif args.command == "grade":
             return grade(classroom, course, args)
         elif args.command == "autograde":
-            course.autograde(args.assignment, args.student)
-            print(f"{args.assignment}: autograded")
+            # Stock autograde runs student code as the grader account, with the gradebook and
+            # the solutions in reach; the engine runs each kernel sandboxed.
+            aid = args.assignment
+            print(f"error: `torchclass-grade autograde` is switched off: it ran students' code "
+                  f"unsandboxed as the grader account. Use the sandboxed engine: "
+                  f"torchclass-grade grade {aid}"
+                  + (f" --student {args.student}" if args.student else "")
+                  + f" (make grade ASSIGNMENT={aid}).", file=sys.stderr)
+            return 2
         elif args.command == "feedback":
             course.feedback(args.assignment)
             print(f"{args.assignment}: feedback returned")

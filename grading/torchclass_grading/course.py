@@ -66,11 +66,14 @@ class Course:
     exchange: Path             # the exchange root shared with students
     grader: str | None = None  # Unix account to run as (None: the current one)
     timeout: int = 60          # seconds per cell when autograding
+    # One Unix account per student: collect takes a submission only from its owner's uid.
+    owner_check: bool = False
 
     @classmethod
     def from_classroom(cls, classroom) -> Course:
         grader = classroom.grader if os.geteuid() == 0 else None
-        return cls(classroom.course_dir, classroom.course_id, classroom.exchange_dir, grader)
+        return cls(classroom.course_dir, classroom.course_id, classroom.exchange_dir, grader,
+                   owner_check=classroom.real_unix_users)
 
     @property
     def gradebook(self) -> Path:
@@ -87,6 +90,11 @@ class Course:
             # nbclient's default 4 s wait for a cell's last outputs fails cells on a busy grader.
             "c.ExecutePreprocessor.iopub_timeout = 30\n"
             + _FEEDBACK_CONFIG
+            # Inlined, not imported: the grader account need not be able to read the checkout.
+            + "\n\n# --- collect: links and others' names refused (torchclass_grading/safe_collect.py)\n"
+            + (Path(__file__).with_name("safe_collect.py")).read_text()
+            + "\n\nc.ExchangeFactory.collect = LinkSafeCollect\n"
+            f"c.LinkSafeCollect.require_owner = {self.owner_check}\n"
         )
 
     def _chown(self, path: Path) -> None:
@@ -156,8 +164,14 @@ class Course:
         self._chown(roster)
         self.run("db", "student", "import", str(roster))
 
-    def collect(self, assignment_id: str) -> None:
-        self.run("collect", assignment_id, "--update")
+    def collect(self, assignment_id: str) -> list[str]:
+        """Collect the newest submission of each student; return the refusals (one line each,
+        naming the student and the file) of submissions that were not taken."""
+        proc = self.run("collect", assignment_id, "--update")
+        from .safe_collect import REFUSED_MARK
+
+        return [line.split("] ", 1)[-1] for line in (proc.stdout + proc.stderr).splitlines()
+                if f"] {REFUSED_MARK}" in line or line.startswith(REFUSED_MARK)]
 
     def autograde(self, assignment_id: str, student: str | None = None) -> None:
         args = ["autograde", assignment_id, "--force"]

@@ -59,7 +59,9 @@ def configure(c, classroom: Classroom) -> None:
         g.client_id = o["client_id"]
         g.client_secret = _secret(o, "client_secret_file", "client_secret_env",
                                   "auth.oauth", classroom.source)
-        g.username_claim = o.get("username_claim", "preferred_username")
+        # The name decides who is an instructor: it must come from a claim the user cannot
+        # change at the provider (preferred_username can be edited at many).
+        g.username_claim = o.get("username_claim", "sub")
         g.scope = o.get("scope", ["openid", "profile", "email"])
         g.login_service = o.get("login_service", "your institution")
         g.oauth_callback_url = f"{classroom.url}hub/oauth_callback"

@@ -144,6 +144,10 @@ def up(classroom: Classroom, timeout: float = 90, log=print) -> int:
             f" Fix: stop that program, or pick another port: make up PORT=<port> "
             f"(or hub.port in {classroom.source}).")
         return 3
+    problem = hubconfig.check_internal_ports(classroom, port_busy, log=log)
+    if problem:
+        log(f"error: {problem}")
+        return 3
     prepare.everything(classroom, log=log)
     env = dict(os.environ,
                TORCHCLASS_CLASSROOM=str(classroom.source),

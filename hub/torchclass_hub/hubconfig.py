@@ -9,10 +9,13 @@ from pathlib import Path
 from .config import VENV, Classroom
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_port(avoid: set = frozenset()) -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            return port
 
 
 def internal_ports(classroom: Classroom) -> dict[str, int]:
@@ -21,13 +24,45 @@ def internal_ports(classroom: Classroom) -> dict[str, int]:
     path = classroom.state_dir / "ports.json"
     ports = json.loads(path.read_text()) if path.exists() else {}
     for name in ("hub_api", "proxy_api", "formgrader"):
-        ports.setdefault(name, _free_port())
+        if name not in ports:
+            ports[name] = _free_port(avoid={classroom.port, *ports.values()})
     path.write_text(json.dumps(ports))
     return ports
 
 
+# Moved freely when busy: the proxy is restarted by every `up`, the formgrader too.
+MOVABLE_PORTS = ("proxy_api", "formgrader")
+
+
+def check_internal_ports(classroom: Classroom, busy, log=print) -> str | None:
+    """Before the hub starts: a kept internal port that another program holds now is never
+    reused (it could pose as the proxy's API or the formgrader and be handed instructors'
+    requests). The proxy's and formgrader's move to a free port; the hub API's cannot (servers
+    still running from before the crash call it there), so that one is an error, returned."""
+    path = classroom.state_dir / "ports.json"
+    if not path.exists():
+        return None
+    ports = json.loads(path.read_text())
+    port = ports.get("hub_api")
+    if port and busy("127.0.0.1", port):
+        return (f"the hub_api port {port} kept in {path} is busy. Fix: stop the program that "
+                "holds it, or (when no student server is still running from an earlier hub) "
+                f"delete {path} so that `up` picks new internal ports.")
+    for name in MOVABLE_PORTS:
+        old = ports.get(name)
+        if old and (busy("127.0.0.1", old) or old == classroom.port):
+            ports[name] = _free_port(avoid={classroom.port, *ports.values()})
+            log(f"note: the {name} port {old} kept in {path} is taken; using {ports[name]}")
+    path.write_text(json.dumps(ports))
+    return None
+
+
 def formgrader_service(classroom: Classroom) -> str:
     return f"formgrader-{classroom.course_id}"
+
+
+def formgrader_config_dir(classroom: Classroom) -> Path:
+    return classroom.data_dir / "etc" / "formgrader"
 
 
 def single_user_env(classroom: Classroom) -> dict[str, str]:
@@ -70,13 +105,18 @@ def apply(c, classroom: Classroom) -> None:
         # the formgrader: the hub image has no nbgrader to run it as a service.
         return
     service = formgrader_service(classroom)
-    grader_env = {"JUPYTERHUB_DEFAULT_URL": "/formgrader", "OMP_NUM_THREADS": "1"}
+    grader_env = {"JUPYTERHUB_DEFAULT_URL": "/formgrader", "OMP_NUM_THREADS": "1",
+                  # No terminals, kernels or proxy; notebooks sanitized; no Autograde button
+                  # (prepare.formgrader_config).
+                  "JUPYTER_CONFIG_PATH": str(formgrader_config_dir(classroom))}
     c.JupyterHub.services = [{
         "name": service,
         "display": True,
         "url": f"http://127.0.0.1:{ports['formgrader']}",
         "command": [str(VENV / "bin" / "jupyterhub-singleuser"),
-                    f"--ServerApp.root_dir={classroom.course_dir}"],
+                    f"--ServerApp.root_dir={classroom.course_dir}",
+                    # Also on the command line: it outranks any config file the grader writes.
+                    "--ServerApp.terminals_enabled=False"],
         "user": classroom.grader,
         "cwd": str(classroom.course_dir),
         "environment": grader_env,

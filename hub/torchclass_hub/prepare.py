@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torchclass_grading.course import Course
 
-from . import accounts
+from . import accounts, hubconfig
 from .config import REPO, Classroom, stage_projects
 
 STUDENT_LAB_DISABLED = [
@@ -85,7 +85,8 @@ def lessons(classroom: Classroom) -> None:
 
 
 def student_config(classroom: Classroom) -> None:
-    """JUPYTER_CONFIG_PATH of every student server: course id, exchange, instructor UI off."""
+    """JUPYTER_CONFIG_PATH of every student (and instructor) server: course id, exchange,
+    instructor UI off, kernels over ipc."""
     etc = classroom.student_config_dir
     (etc / "labconfig").mkdir(parents=True, exist_ok=True)
     (etc / "nbgrader_config.py").write_text(
@@ -98,11 +99,105 @@ def student_config(classroom: Classroom) -> None:
     )
     (etc / "jupyter_server_config.json").write_text(json.dumps({
         "ServerApp": {"jpserver_extensions": {"nbgrader.server_extensions.formgrader": False,
-                                              "nbgrader.server_extensions.course_list": False}}
+                                              "nbgrader.server_extensions.course_list": False}},
+        # Kernels on 127.0.0.1 TCP ports can be reached by every local user (code, outputs, and
+        # a way to run code as their owner); ipc sockets sit in the owner's 0700 runtime dir
+        # (spawners/local.py puts it in the home). Instructors' servers read this config too.
+        "KernelManager": {"transport": "ipc"},
     }, indent=1))
     (etc / "labconfig" / "page_config.json").write_text(json.dumps(
         {"disabledExtensions": {name: True for name in STUDENT_LAB_DISABLED}}, indent=1))
     for p in [etc.parent, etc, *etc.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+
+
+# The formgrader's own pages need inline scripts, so this policy is not the XSS defence
+# (sanitizing the notebooks is, below): it keeps a script that slipped through from loading code
+# or sending what it read anywhere but this server. MathJax comes from cdnjs, as nbconvert has it.
+_FORMGRADER_CSP = (
+    "default-src 'self'",
+    "script-src 'self' 'unsafe-inline' 'unsafe-eval' https://cdnjs.cloudflare.com",
+    "style-src 'self' 'unsafe-inline' https://cdnjs.cloudflare.com",
+    "img-src 'self' data: blob:", "font-src 'self' data: https://cdnjs.cloudflare.com",
+    "connect-src 'self'", "object-src 'none'", "base-uri 'self'", "form-action 'self'",
+    "frame-ancestors 'self'",
+)
+
+# The formgrader service runs as the grader account beside the gradebook and the solutions, and
+# shows students' notebooks to instructors. Nothing in it may become a shell as the grader: no
+# terminals, no kernels, no proxy to local ports, no language servers.
+FORMGRADER_SERVER_CONFIG = {
+    "ServerApp": {
+        "terminals_enabled": False,
+        "jpserver_extensions": {"jupyter_server_terminals": False, "jupyter_server_proxy": False,
+                                "jupyter_lsp": False},
+        "tornado_settings": {"headers": {"Content-Security-Policy": "; ".join(_FORMGRADER_CSP)}},
+    },
+}
+
+# allowed_kernelspecs only hides kernels from the list (python3 still starts by name): the
+# formgrader gets a kernel spec manager that knows no kernel at all.
+FORMGRADER_KERNELS_CONFIG = '''# Written by torchclass-hub up (hub/torchclass_hub/prepare.py); edits are overwritten.
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+c = get_config()  # noqa: F821
+
+
+class NoKernels(KernelSpecManager):
+    """The formgrader service runs as the grader account: a kernel there is a shell as the
+    grader, next to the gradebook and the solutions. It needs none to grade."""
+
+    def find_kernel_specs(self):
+        return {}
+
+    def get_kernel_spec(self, kernel_name):
+        raise NoSuchKernel(kernel_name)
+
+
+c.ServerApp.kernel_spec_manager_class = NoKernels
+'''
+
+FORMGRADER_NBGRADER_CONFIG = '''# Written by torchclass-hub up (hub/torchclass_hub/prepare.py); edits are overwritten.
+# Read by the formgrader service only (its JUPYTER_CONFIG_PATH), before the course's config.
+from nbconvert.exporters import NotebookExporter
+
+c = get_config()  # noqa: F821
+
+# Students write the notebooks the instructor opens here: their markdown, raw cells and outputs
+# are cleaned of scripts and event handlers before they reach the instructor's browser. The
+# exporter's own switch covers outputs only: nbgrader's formgrade template renders markdown
+# without it, so the cells are cleaned first, by nbconvert's SanitizeHTML preprocessor.
+c.HTMLExporter.sanitize_html = True
+c.HTMLExporter.preprocessors = ["nbconvert.preprocessors.sanitize.SanitizeHTML"]
+
+
+class AutogradeSwitchedOff(NotebookExporter):
+    """The formgrader's Autograde button would run student code as the grader account, with the
+    gradebook and the solutions in reach. Refused before anything is changed (nbgrader makes the
+    exporter before it touches the autograded folder)."""
+
+    def __init__(self, *args, **kwargs):
+        parent = kwargs.get("parent")
+        aid = getattr(getattr(parent, "coursedir", None), "assignment_id", "") or "ASSIGNMENT"
+        raise RuntimeError(
+            "Autograding from the formgrader is switched off: it would run students' code "
+            "unsandboxed as the grader account. Grade in the sandbox instead, as the instructor "
+            f"on the classroom's machine: torchclass-grade grade {aid} "
+            f"(make grade ASSIGNMENT={aid}); the grades then show here.")
+
+
+c.Autograde.exporter_class = AutogradeSwitchedOff
+'''
+
+
+def formgrader_config(classroom: Classroom) -> None:
+    """The formgrader service's JUPYTER_CONFIG_PATH: root-owned, so the grader cannot undo it."""
+    etc = hubconfig.formgrader_config_dir(classroom)
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "jupyter_server_config.json").write_text(json.dumps(FORMGRADER_SERVER_CONFIG, indent=1))
+    (etc / "jupyter_server_config.py").write_text(FORMGRADER_KERNELS_CONFIG)
+    (etc / "nbgrader_config.py").write_text(FORMGRADER_NBGRADER_CONFIG)
+    for p in [etc, *etc.rglob("*")]:
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
 
 
@@ -165,6 +260,7 @@ def everything(classroom: Classroom, log=print) -> dict:
     course_library(classroom)
     lessons(classroom)
     student_config(classroom)
+    formgrader_config(classroom)
     c = course(classroom)
     exchange(classroom)
     released = release(classroom, c, log)

@@ -7,7 +7,9 @@ half-right notebook of a Stage 1 project (or the fixture assignment when Stage 1
 
 import csv
 import html
+import json
 import os
+import pwd
 import re
 import signal
 import time
@@ -213,3 +215,97 @@ def test_hub_killed_and_restarted_loses_nothing(classroom, graded):
     client.s.get(client.server_url("lab"), timeout=60).raise_for_status()
     r = client.get_file(f"{graded['aid']}/{graded['aid']}.ipynb")
     assert r.status_code == 200
+
+
+def _formgrader(classroom) -> tuple[HubClient, str]:
+    teacher = _login(classroom, classroom.instructor)
+    base = f"services/formgrader-{classroom.course_id}/"
+    teacher.s.get(classroom.url + base + "formgrader", timeout=60).raise_for_status()
+    return teacher, base
+
+
+def _service(teacher: HubClient, base: str, method: str, path: str, **kw):
+    headers = teacher._xsrf("/" + base)
+    return teacher.s.request(method, teacher.base + base + path, headers=headers, timeout=120,
+                             **kw)
+
+
+def test_formgrader_opens_no_terminal_and_starts_no_kernel(classroom):
+    """The formgrader runs as the grader account, next to the gradebook and the solutions:
+    a terminal or a kernel there is a shell as the grader for anyone (or any script) in it."""
+    teacher, base = _formgrader(classroom)
+    r = _service(teacher, base, "POST", "api/terminals")
+    assert r.status_code in (403, 404), f"terminal opened: {r.status_code} {r.text[:200]}"
+    r = _service(teacher, base, "GET", "api/kernelspecs")
+    assert r.status_code == 200 and r.json()["kernelspecs"] == {}, r.text[:300]
+    r = _service(teacher, base, "POST", "api/kernels", json={"name": "python3"})
+    assert r.status_code >= 400, f"kernel started: {r.status_code} {r.text[:200]}"
+    assert _service(teacher, base, "GET", "proxy/1/").status_code in (403, 404)
+    csp = _service(teacher, base, "GET", "formgrader").headers.get("Content-Security-Policy", "")
+    assert "object-src 'none'" in csp and "connect-src 'self'" in csp, csp
+
+
+def test_formgrader_autograde_button_refuses_and_names_the_sandboxed_command(classroom, graded):
+    teacher, base = _formgrader(classroom)
+    student = classroom.students[0]
+    r = _service(teacher, base, "POST",
+                 f"formgrader/api/submission/{graded['aid']}/{student}/autograde")
+    r.raise_for_status()
+    answer = r.json()
+    assert answer["success"] is False, answer
+    assert f"torchclass-grade grade {graded['aid']}" in answer.get("error", "") + answer.get("log", "")
+
+
+def test_torchclass_grade_autograde_refuses_and_names_the_sandboxed_command(classroom, capsys):
+    from torchclass_grading import cli as grade_cli
+
+    rc = grade_cli.main(["--classroom", str(classroom.file), "autograde", "a1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "torchclass-grade grade a1" in err, err
+
+
+def test_another_student_cannot_reach_a_students_kernel(classroom, graded):
+    """A kernel started through alice's server listens on no TCP port (any local user could
+    connect to 127.0.0.1 and read her iopub); its ipc sockets are in a folder only she can enter."""
+    import psutil
+
+    alice, bob = classroom.students[:2]
+    client = graded["clients"][alice]
+    r = client.server("POST", "api/kernels", json={"name": "python3"})
+    assert r.status_code == 201, r.text[:300]
+    kid = r.json()["id"]
+    try:
+        deadline = time.monotonic() + 60
+        kernel = None
+        while kernel is None and time.monotonic() < deadline:
+            for p in psutil.process_iter(["username", "cmdline"]):
+                if p.info["username"] == alice and any(kid in a for a in p.info["cmdline"] or []):
+                    kernel = p
+            time.sleep(0.3)
+        assert kernel is not None, f"no process of {alice} for kernel {kid}"
+        (conn_file,) = [a for a in kernel.cmdline() if a.endswith(f"kernel-{kid}.json")]
+        with open(conn_file) as fh:
+            info = json.load(fh)
+        assert info["transport"] == "ipc", info
+        time.sleep(1)
+        listening = [c.laddr.port for c in kernel.net_connections("tcp") if c.status == "LISTEN"]
+        channels = {info[k] for k in info if k.endswith("_port")}
+        # ipykernel always binds one more socket on 127.0.0.1: the pipe that forked children
+        # send their output into (a PULL socket that sends nothing and drops any message without
+        # its random 16-byte key). No channel of the kernel may be among the TCP listeners.
+        assert len(listening) <= 1 and not channels & set(listening), (listening, info)
+        runtime = os.path.dirname(conn_file)
+        assert os.stat(runtime).st_mode & 0o077 == 0 and os.stat(runtime).st_uid == \
+            pwd.getpwnam(alice).pw_uid, runtime
+        iopub = f"{info['ip']}-{info['iopub_port']}"
+        assert os.path.exists(iopub), iopub
+        probe = ("import socket, sys\ns = socket.socket(socket.AF_UNIX)\n"
+                 "try:\n    s.connect(sys.argv[1])\nexcept OSError as e:\n    sys.exit(f'refused: {e}')\n"
+                 "print('connected')")
+        out = classroom.as_user(bob, str(config.VENV / "bin" / "python"), "-c", probe, iopub)
+        assert out.returncode != 0 and "connected" not in out.stdout, out.stdout + out.stderr
+        # alice herself still can.
+        mine = classroom.as_user(alice, str(config.VENV / "bin" / "python"), "-c", probe, iopub)
+        assert mine.returncode == 0, mine.stdout + mine.stderr
+    finally:
+        client.server("DELETE", f"api/kernels/{kid}")

@@ -127,3 +127,83 @@ def test_institution_login_configures_the_real_authenticator(tmp_path, monkeypat
         assert authenticator.token_url == auth["oauth"]["token_url"]
     else:
         assert authenticator.issuer == auth["lti13"]["issuer"]
+
+
+def test_oauth_name_comes_from_a_claim_the_user_cannot_edit(tmp_path, monkeypatch):
+    """A student who renames themselves at the provider (preferred_username is editable at many)
+    to an instructor's name must not log in as the instructor (issue 12, item 9)."""
+    from torchclass_hub import auth as tc_auth
+    from traitlets.config import Config
+
+    path = tmp_path / "classroom.yaml"
+    path.write_text(yaml.safe_dump({**GOOD, "auth": {"type": "oauth", "oauth": {
+        "authorize_url": "https://idp.example.edu/authorize",
+        "token_url": "https://idp.example.edu/token",
+        "userdata_url": "https://idp.example.edu/userinfo", "client_id": "torchclass"}}}))
+    monkeypatch.setenv("TORCHCLASS_OAUTH_CLIENT_SECRET", "s3cret")
+    c = Config()
+    tc_auth.configure(c, config.load(path, env={}))
+    authenticator = c.JupyterHub.authenticator_class(config=c)
+    forged = {"sub": "alice", "preferred_username": "teacher", "name": "teacher"}
+    assert authenticator.user_info_to_username(forged) == "alice"
+
+
+def _listening():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s, s.getsockname()[1]
+
+
+def test_busy_internal_ports_kept_from_an_earlier_run_are_replaced(tmp_path):
+    """ports.json keeps the internal ports between runs; one another program took meanwhile
+    (perhaps to pose as the proxy's API or the formgrader) is not reused (issue 12, item 9)."""
+    from torchclass_hub import hubconfig
+
+    path = tmp_path / "classroom.yaml"
+    path.write_text(json.dumps({**GOOD, "hub": {"data_dir": str(tmp_path / "d")}}))
+    room = config.load(path, env={})
+    room.state_dir.mkdir(parents=True)
+    taken = [_listening(), _listening()]
+    try:
+        hub_api = _free_port_number()
+        (room.state_dir / "ports.json").write_text(json.dumps(
+            {"hub_api": hub_api, "proxy_api": taken[0][1], "formgrader": taken[1][1]}))
+        notes = []
+        assert hubconfig.check_internal_ports(room, cli.port_busy, notes.append) is None
+        ports = json.loads((room.state_dir / "ports.json").read_text())
+        assert ports["hub_api"] == hub_api
+        assert ports["proxy_api"] != taken[0][1] and ports["formgrader"] != taken[1][1]
+        assert not cli.port_busy("127.0.0.1", ports["proxy_api"])
+        assert any(str(taken[0][1]) in n and "proxy_api" in n for n in notes), notes
+    finally:
+        for s, _ in taken:
+            s.close()
+
+
+def test_a_busy_hub_api_port_stops_up_with_its_name(tmp_path, capsys, monkeypatch):
+    """Servers left running after a crash reach the hub at its old API port, so that one is not
+    moved: `up` stops, names the port and the file that keeps it, and creates nothing."""
+    from torchclass_hub import prepare
+
+    def must_not_prepare(*a, **k):
+        raise AssertionError("up went on to create accounts with its hub API port busy")
+
+    monkeypatch.setattr(prepare, "everything", must_not_prepare)
+    path = tmp_path / "classroom.yaml"
+    path.write_text(json.dumps({**GOOD, "hub": {"port": _free_port_number(),
+                                                "data_dir": str(tmp_path / "d")}}))
+    room = config.load(path, env={})
+    room.state_dir.mkdir(parents=True)
+    s, port = _listening()
+    with s:
+        (room.state_dir / "ports.json").write_text(json.dumps({"hub_api": port}))
+        assert cli.main(["up", "--classroom", str(path)]) == 3
+    out = capsys.readouterr().out
+    assert f"hub_api port {port}" in out and "busy" in out and "ports.json" in out, out
+
+
+def _free_port_number() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

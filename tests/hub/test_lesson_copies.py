@@ -1,5 +1,15 @@
-"""Lessons reach a student's home once; the student's own copies are never overwritten."""
+"""Lessons reach a student's home once; the student's own copies are never overwritten, and
+no link a student plants in ~/lessons makes root write anywhere (issue 12)."""
 
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
 from torchclass_hub.spawners.local import copy_new_lessons
 
 
@@ -41,3 +51,79 @@ def test_students_edits_survive_a_course_update_and_deleted_lessons_return(tmp_p
 
 def test_no_lessons_dir_copies_nothing(tmp_path):
     assert copy_new_lessons(tmp_path / "missing", tmp_path, None, None) == []
+
+
+@pytest.fixture
+def student():
+    """A real Unix account with a 0700 home, removed afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the attack is a real student's link that root would follow")
+    name = "tl" + uuid.uuid4().hex[:8]
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+    pw = pwd.getpwnam(name)
+    os.chmod(pw.pw_dir, 0o700)
+    yield pw
+    subprocess.run(["userdel", "-r", "-f", name], check=False, capture_output=True)
+
+
+@pytest.fixture
+def readable_tmp():
+    """A world-readable scratch dir: the student's copy process must read the master lessons."""
+    root = Path(tempfile.mkdtemp(prefix="torchclass-lessons-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _as(pw, *cmd):
+    subprocess.run(["runuser", "-u", pw.pw_name, "--", *cmd], check=True)
+
+
+def _master(root):
+    _lessons(root / "master")
+    for p in [root / "master", *(root / "master").rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    return root / "master"
+
+
+def test_dangling_symlink_to_a_root_path_is_not_created_by_the_copy(student, readable_tmp):
+    master = _master(readable_tmp)
+    # Stands in for /etc/ld.so.preload: a path in a root-only folder that does not exist yet.
+    protected = readable_tmp / "root-only"
+    protected.mkdir(mode=0o755)
+    target = protected / "ld.so.preload"
+    home = Path(student.pw_dir)
+    _as(student, "mkdir", "-p", f"{home}/lessons/stage1")
+    _as(student, "ln", "-s", str(target), f"{home}/lessons/stage1/01-tensors.ipynb")
+
+    copy_new_lessons(master, home, student.pw_uid, student.pw_gid)
+
+    assert not target.exists(), "root followed the student's link and created the file"
+    assert os.readlink(home / "lessons/stage1/01-tensors.ipynb") == str(target)
+    # The rest of the lessons still arrive, and are the student's.
+    got = home / "lessons/tools/01-docker.ipynb"
+    assert got.read_text() == "docker v1"
+    assert got.stat().st_uid == student.pw_uid
+
+
+def test_symlinked_lesson_folder_does_not_make_root_write_into_its_target(student, readable_tmp):
+    master = _master(readable_tmp)
+    protected = readable_tmp / "root-only"
+    protected.mkdir(mode=0o755)
+    home = Path(student.pw_dir)
+    _as(student, "mkdir", "-p", f"{home}/lessons")
+    _as(student, "ln", "-s", str(protected), f"{home}/lessons/stage1")
+    _as(student, "ln", "-s", str(protected), f"{home}/lessons/tools")
+
+    copy_new_lessons(master, home, student.pw_uid, student.pw_gid)
+
+    assert list(protected.iterdir()) == [], "root wrote through the student's folder link"
+
+
+def test_lessons_copied_for_a_real_student_are_owned_by_them(student, readable_tmp):
+    master = _master(readable_tmp)
+    home = Path(student.pw_dir)
+    copied = copy_new_lessons(master, home, student.pw_uid, student.pw_gid)
+    assert len(copied) == 2
+    for p in [home / "lessons", home / "lessons/stage1", *copied]:
+        assert p.stat().st_uid == student.pw_uid, p

@@ -99,7 +99,7 @@ def test_students_see_only_their_own_submissions(classroom, monkeypatch):
     # nbgrader runs the venv's `alembic` for its gradebook.
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     monkeypatch.chdir(tmp)
-    views = {name: student_view(policy, tc, volume, tmp, name) for name in ("ana", "ben")}
+    views = {name: student_view(policy, tc, volume, tmp, name) for name in ("ana", "ben", "cy")}
 
     # The grader's pod: the whole volume, the per-student exchange classes.
     course = tmp / "course"
@@ -110,7 +110,7 @@ def test_students_see_only_their_own_submissions(classroom, monkeypatch):
     gcfg.Exchange.root = str(volume)
     gcfg.CourseDirectory.root = str(course)
     gcfg.CourseDirectory.course_id = COURSE
-    gcfg.CourseDirectory.db_students = [{"id": "ana"}, {"id": "ben"}]
+    gcfg.CourseDirectory.db_students = [{"id": "ana"}, {"id": "ben"}, {"id": "cy"}]
     gcfg.ExchangeFactory.collect = "torchclass_exchange.PerStudentCollect"
     gcfg.ExchangeFactory.release_feedback = "torchclass_exchange.PerStudentReleaseFeedback"
     gcfg.ExecutePreprocessor.timeout = 60
@@ -118,7 +118,7 @@ def test_students_see_only_their_own_submissions(classroom, monkeypatch):
     for step in (api.generate_assignment(ASSIGNMENT), api.release_assignment(ASSIGNMENT)):
         assert step["success"], step.get("log")
 
-    answers = {"ana": "return 2 * x", "ben": "return x + x + 0"}
+    answers = {"ana": "return 2 * x", "ben": "return x + x + 0", "cy": "return 0"}
     for name, (root, home) in views.items():
         as_student(ExchangeFetchAssignment, root, home, name, monkeypatch)
         path = home / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
@@ -141,9 +141,21 @@ def test_students_see_only_their_own_submissions(classroom, monkeypatch):
     forged = ben_root / f"ana+{ASSIGNMENT}+2999-01-01 00:00:00.000000 UTC+forged"
     shutil.copytree(ben_root / real, forged)
 
+    # Cy's notebook becomes a link to the instructor's source (every pod runs as uid 1000, and
+    # the grader pod, which sees the course, would follow it).
+    cy_root = views["cy"][0] / COURSE / "inbound"
+    (cy_sub,) = os.listdir(cy_root)
+    (cy_root / cy_sub / f"{ASSIGNMENT}.ipynb").unlink()
+    (cy_root / cy_sub / f"{ASSIGNMENT}.ipynb").symlink_to(src / f"{ASSIGNMENT}.ipynb")
+
     result = api.collect(ASSIGNMENT)
     assert result["success"], result.get("log")
     assert "claims to be from ana but sits in ben's folder" in result["log"]
+    assert f"refused cy's submission {cy_sub}: {ASSIGNMENT}.ipynb is a symbolic link" \
+        in result["log"], result["log"]
+    assert not (course / "submitted" / "cy").exists() or not any(
+        (course / "submitted" / "cy").rglob("*.ipynb")), "cy's link was followed"
+    del answers["cy"]
     for name, answer in answers.items():
         got = nbformat.read(course / "submitted" / name / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", 4)
         assert answer in got.cells[0].source, f"{name}'s collected notebook is not theirs"

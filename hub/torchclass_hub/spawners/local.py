@@ -8,15 +8,36 @@ no isolation between students, which the hub logs loudly at start.
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 import pwd
-import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Unicode
 
 from ..config import VENV, Classroom
+
+
+def private_runtime_dir(env: dict) -> dict:
+    """Kernels talk over ipc sockets (the students' Jupyter config sets the transport) kept
+    beside their connection files in the runtime dir, which Jupyter creates 0700. It sits in the
+    home, with a short name: a Unix socket path may not exceed 107 bytes, and the default
+    ~/.local/share/jupyter/runtime/kernel-<uuid>-ipc-N does with a long user name."""
+    env["JUPYTER_RUNTIME_DIR"] = os.path.join(env["HOME"], ".jupyter-run")
+    return env
+
+
+class OwnAccountSpawner(LocalProcessSpawner):
+    """LocalProcessSpawner (each user's server as their own Unix account), kernels' sockets in
+    a folder of their own."""
+
+    def user_env(self, env):
+        return private_runtime_dir(super().user_env(env))
 
 
 class SharedAccountSpawner(LocalProcessSpawner):
@@ -32,35 +53,80 @@ class SharedAccountSpawner(LocalProcessSpawner):
         home.mkdir(parents=True, exist_ok=True)
         env["USER"] = self.user.name
         env["HOME"] = str(home)
-        return env
+        return private_runtime_dir(env)
+
+
+def _copy_missing(lessons_dir: str, home: str) -> list[str]:
+    """Copy every lesson not yet in home/lessons. Runs as the home's owner (see
+    copy_new_lessons), so it only uses the standard library: it is sent to a child process as
+    source. Nothing in the student's tree is followed: folders are walked by descriptor with
+    O_NOFOLLOW, files are created with O_EXCL, so a link planted there is never written through."""
+    import os
+
+    flags_dir = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    copied = []
+    home_fd = os.open(home, flags_dir)
+    try:
+        for top, _, files in sorted(os.walk(lessons_dir)):
+            rel = os.path.relpath(top, lessons_dir)
+            parts = ["lessons"] + ([] if rel == "." else rel.split(os.sep))
+            fd = os.dup(home_fd)
+            try:
+                for part in parts:
+                    try:
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                    try:
+                        nxt = os.open(part, flags_dir, dir_fd=fd)
+                    except OSError:  # a file or a link where the folder should be: leave it
+                        break
+                    os.close(fd)
+                    fd = nxt
+                else:
+                    for name in sorted(f for f in files if f.endswith(".ipynb")):
+                        try:
+                            out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                                          | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd)
+                        except FileExistsError:  # theirs, perhaps edited, or a link: untouched
+                            continue
+                        with open(os.path.join(top, name), "rb") as src, os.fdopen(out, "wb") as dst:
+                            dst.write(src.read())
+                        copied.append(os.path.join(home, *parts, name))
+            finally:
+                os.close(fd)
+    finally:
+        os.close(home_fd)
+    return copied
 
 
 def copy_new_lessons(lessons_dir: Path, home: Path, uid: int | None, gid: int | None) -> list[Path]:
     """Copy into home/lessons every lesson the student does not have yet. A lesson the student
-    already has (perhaps edited) is never overwritten; one they deleted comes back."""
-    copied = []
+    already has (perhaps edited) is never overwritten; one they deleted comes back.
+
+    With a uid (the hub as root), the copy runs in a child process that is that user: the home
+    is theirs, and whatever links they put in it, root must never write there on their behalf.
+    """
     if not lessons_dir.is_dir():
-        return copied
-    for src in sorted(lessons_dir.rglob("*.ipynb")):
-        dest = home / "lessons" / src.relative_to(lessons_dir)
-        if dest.exists():
-            continue
-        for d in reversed([p for p in dest.parents if p != home and home in p.parents]):
-            if not d.exists():
-                d.mkdir()
-                if uid is not None:
-                    os.chown(d, uid, gid)
-        shutil.copyfile(src, dest)
-        if uid is not None:
-            os.chown(dest, uid, gid)
-        copied.append(dest)
-    return copied
+        return []
+    if uid is None or os.geteuid() != 0:
+        return [Path(p) for p in _copy_missing(str(lessons_dir), str(home))]
+    code = (textwrap.dedent(inspect.getsource(_copy_missing))
+            + "import json, sys\nprint(json.dumps(_copy_missing(sys.argv[1], sys.argv[2])))\n")
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", code, str(lessons_dir), str(home)],
+        user=uid, group=gid, extra_groups=[], umask=0o022, cwd="/", env={"LANG": "C.UTF-8"},
+        capture_output=True, text=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"copying lessons from {lessons_dir} into {home} as uid {uid} failed "
+                           f"(exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return [Path(p) for p in json.loads(proc.stdout)]
 
 
 def configure(c, classroom: Classroom, env: dict) -> None:
     spawner = classroom["spawner"]
     if classroom.real_unix_users:
-        c.JupyterHub.spawner_class = LocalProcessSpawner
+        c.JupyterHub.spawner_class = OwnAccountSpawner
     else:
         c.JupyterHub.spawner_class = SharedAccountSpawner
         c.SharedAccountSpawner.homes_dir = str(classroom.homes_dir)

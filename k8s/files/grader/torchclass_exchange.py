@@ -11,10 +11,19 @@ Students run nbgrader's stock exchange against that view. The grader sees the wh
 these two classes let its collect and release_feedback use the per-student layout. The folder
 a submission sits in names the student (only that student's pod can write there), so a
 submission whose file name claims another student is refused rather than trusted.
+
+Links are refused too: the grader pod sees the course (source notebooks with every hidden test,
+the gradebook) and the other students' folders, and stock collect's copytree follows a link a
+student put in their submission. This file ships alone in the grader's ConfigMap, so it carries
+its own copy of the check (the one-machine classroom's is torchclass_grading/safe_collect.py).
 """
 
+import errno
+import fnmatch
 import glob
 import os
+import shutil
+import stat
 
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.exchange.default.collect import ExchangeCollect
@@ -23,6 +32,56 @@ from nbgrader.exchange.default.release_feedback import ExchangeReleaseFeedback
 
 def students_dir(root, course_id):
     return os.path.join(root, course_id, "students")
+
+
+class Refused(Exception):
+    pass
+
+
+def copy_refusing_links(src, dest, ignore=()):
+    """Copy folder src to new folder dest by descriptor (O_NOFOLLOW), raising Refused, with
+    nothing left at dest, at a symbolic link, a file with several hard links or a special file."""
+    dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+    def walk(src_fd, dest, rel):
+        os.mkdir(dest, 0o755)
+        for name in sorted(os.listdir(src_fd)):
+            if any(fnmatch.fnmatch(name, pat) for pat in ignore):
+                continue
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             dir_fd=src_fd)
+            except OSError as e:
+                why = "is a symbolic link" if e.errno == errno.ELOOP else f"cannot be opened ({e.strerror})"
+                raise Refused(f"{rel}{name} {why}") from None
+            try:
+                st = os.fstat(fd)
+                if stat.S_ISDIR(st.st_mode):
+                    walk(fd, os.path.join(dest, name), f"{rel}{name}/")
+                elif not stat.S_ISREG(st.st_mode):
+                    raise Refused(f"{rel}{name} is not a regular file or folder")
+                elif st.st_nlink > 1:
+                    raise Refused(f"{rel}{name} is a hard link ({st.st_nlink} names for one file)")
+                else:
+                    out = os.open(os.path.join(dest, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                                  | os.O_NOFOLLOW, (st.st_mode & 0o755) | 0o600)
+                    with os.fdopen(out, "wb") as fh:
+                        while chunk := os.read(fd, 1 << 20):
+                            fh.write(chunk)
+            finally:
+                os.close(fd)
+
+    try:
+        top = os.open(src, dir_flags)
+    except OSError:
+        raise Refused("the folder is a symbolic link or not a folder") from None
+    try:
+        walk(top, dest, "")
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    finally:
+        os.close(top)
 
 
 class PerStudentCollect(ExchangeCollect):
@@ -47,6 +106,10 @@ class PerStudentCollect(ExchangeCollect):
                         "Ignoring %s: it claims to be from %s but sits in %s's folder",
                         path, record["username"], owner)
                     continue
+                if os.path.islink(path):
+                    self.log.error("refused %s's submission %s: the folder is a symbolic link; "
+                                   "it was not collected", owner, os.path.basename(path))
+                    continue
                 # An absolute path: copy_files joins it onto inbound_path, which keeps it whole.
                 record["filename"] = path
                 records.append(record)
@@ -70,6 +133,14 @@ class PerStudentCollect(ExchangeCollect):
                 before = [r for r in recs if r["timestamp"] <= duedate]
                 recs = before or recs
             self.src_records.append(recs[0])
+
+    def do_copy(self, src, dest, log=None):
+        student = os.path.basename(os.path.dirname(dest))
+        try:
+            copy_refusing_links(src, dest, ignore=self.coursedir.ignore)
+        except Refused as e:
+            self.log.error("refused %s's submission %s: %s; it was not collected", student,
+                           os.path.basename(src), e)
 
 
 class PerStudentReleaseFeedback(ExchangeReleaseFeedback):
