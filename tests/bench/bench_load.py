@@ -2,8 +2,8 @@
 does what a student does at a deadline, over HTTP only, the way the browser does it:
 
     login        GET /hub/login, POST the form (the hub's cookie)
-    spawn        POST /hub/api/users/<u>/server, then the progress event stream until ready
-                 (a 429 "please wait" is retried after its Retry-After: a wait, not a failure)
+    spawn        GET /hub/spawn, then the progress event stream until ready (a 429 "please
+                 wait" page is retried when it says: a wait, not a failure)
     lab          GET /user/<u>/lab (the OAuth hand-off into the student's server)
     assignments  GET /user/<u>/assignments?course_id=... (nbgrader's assignment list API)
     fetch        POST /user/<u>/assignments/fetch
@@ -35,6 +35,8 @@ import ipaddress
 import json
 import os
 import platform
+import re
+import shutil
 import socket
 import sys
 import threading
@@ -149,21 +151,22 @@ class Student:
 
     async def _spawn(self, s):
         api = f"{self.base}hub/api/users/{quote(self.user)}"
+        t0 = time.monotonic()
         while True:
-            # JSON, as the hub's own page sends it: a body-less POST counts as a form post,
-            # which the hub's XSRF check refuses from an API client.
-            async with s.post(api + "/server", data="{}", headers={
-                    **self._xsrf(s, api), "Content-Type": "application/json"}) as r:
+            # What the browser does after the login form's redirect: GET /hub/spawn. A full
+            # hub answers 429 with a page that says why and when it retries by itself.
+            async with s.get(self.base + "hub/spawn", allow_redirects=False) as r:
+                body = await r.text()
                 if r.status == 429:
-                    # The hub's concurrent-spawn or server limit: do what the wait page says.
-                    retry = float(r.headers.get("Retry-After") or 10)
-                    body = await r.text()
-                    self.waits.append({"at_s": round(time.monotonic() - self.deadline, 1),
-                                       "retry_after_s": retry, "message": _message(body)})
+                    refresh = re.search(r'http-equiv="refresh" content="(\d+)"', body)
+                    retry = float(refresh[1] if refresh else r.headers.get("Retry-After") or 10)
+                    self.waits.append({"after_s": round(time.monotonic() - t0, 1),
+                                       "retry_after_s": retry, "message": _message(body),
+                                       "page_retries_itself": bool(refresh)})
                     await asyncio.sleep(min(retry, max(self._left() - 1, 0)))
                     continue
-                if r.status not in (201, 202, 400):  # 400: already running
-                    raise StepFailed("spawn", f"HTTP {r.status}: {_message(await r.text())}")
+                if r.status not in (200, 302, 303):
+                    raise StepFailed("spawn", f"HTTP {r.status}: {_message(body)}")
                 break
         # The spawn-pending page listens to this event stream; so does the generator.
         async with s.get(api + "/server/progress", headers=self._xsrf(s, api),
@@ -264,11 +267,9 @@ def _message(body: str) -> str:
     try:
         return json.loads(body).get("message", body)[:300]
     except ValueError:
-        import re
-
-        m = re.search(r'class="error-message[^"]*"[^>]*>(.*?)</', body, re.DOTALL) or \
-            re.search(r"<p>(.*?)</p>", body, re.DOTALL)
-        return " ".join((m.group(1) if m else body[:200]).split())
+        m = (re.search(r'id="torchclass-wait">(.*?)</p>', body, re.DOTALL)
+             or re.search(r'<div class="error">.*?<p>(.*?)</p>', body, re.DOTALL))
+        return " ".join((m.group(1) if m else body[:200]).split())[:300]
 
 
 class Sampler(threading.Thread):
@@ -392,27 +393,14 @@ def report_run(n: int, rate: float, result: dict, samples: list[dict], load_befo
         cpu = [s["hub_cpu_pct"] for s in samples if "hub_cpu_pct" in s]
         if cpu:
             run["hub_cpu_pct_mean"] = round(sum(cpu) / len(cpu), 1)
+        # RSS counts the shared libraries once per process; what the machine gives up is
+        # the fall in available memory from before the first arrival to the fullest moment.
+        run["class_memory_mb"] = samples[0]["mem_available_mb"] - run["mem_available_min_mb"]
         if run.get("peak_servers"):
+            run["memory_per_server_mb"] = round(run["class_memory_mb"] / run["peak_servers"], 1)
             run["rss_per_server_with_kernel_mb"] = round(
                 run["peak_servers_rss_mb"] / run["peak_servers"], 1)
     return run
-
-
-def stop_servers_local(room, users: list[str], timeout: float = 300) -> None:
-    """Stop every student's server through the hub's API (as the instructor, a hub admin)."""
-    from hubclient import HubClient
-
-    admin = HubClient(room.url, room.instructor)
-    admin.login(room.passwords()[room.instructor])
-    for u in users:
-        admin.api("DELETE", f"users/{quote(u)}/server")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        running = [u["name"] for u in admin.api("GET", "users").json()
-                   if u["name"] in users and u.get("servers")]
-        if not running:
-            return
-        time.sleep(1)
 
 
 def hub_limits(room) -> dict:
@@ -449,13 +437,16 @@ def run_local(ns: list[int], rate: float, args) -> list[dict]:
             run = report_run(n, rate, result, sampler.samples, load_before)
             run["hub_limits"] = hub_limits(room)
             run["hub_log_spawn_errors"] = spawn_errors_from_log(room)
+            # The hub log goes with the results: teardown removes the classroom's data dir.
+            args.out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(room.classroom.state_dir / "jupyterhub.log",
+                            args.out / f"load-hub-{n}.log")
             runs.append(run)
             print_run(run)
         finally:
             if sampler:
                 sampler.stop_event.set()
-            with contextlib.suppress(Exception):
-                stop_servers_local(room, room.students)
+            # `down` (SIGTERM) has the hub stop every server at once, then the accounts go.
             room.teardown()
     return runs
 
@@ -517,7 +508,7 @@ def write_markdown(out: Path, results: dict) -> str:
              "are given per run (numbers on a busy machine are noisy)."), "",
              ("| students | rate/s | login→ready p50 / p95 / max (s) | failed | asked to wait | "
              "peak servers | hub RSS peak (MiB) | proxy RSS peak | servers+kernels RSS peak "
-             "(MiB) | per server (MiB) | load1 mean / max |"),
+             "(MiB) | per server RSS / memory used (MiB) | load1 mean / max |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
         lr = r["login_to_ready"]
@@ -526,7 +517,8 @@ def write_markdown(out: Path, results: dict) -> str:
             f"{lr.get('p50_s')} / {lr.get('p95_s')} / {lr.get('max_s')} | {r['failed']} | "
             f"{r['students_asked_to_wait']} | {r.get('peak_servers', '-')} | "
             f"{r.get('peak_hub_rss_mb', '-')} | {r.get('peak_proxy_rss_mb', '-')} | "
-            f"{r.get('peak_servers_rss_mb', '-')} | {r.get('rss_per_server_with_kernel_mb', '-')}"
+            f"{r.get('peak_servers_rss_mb', '-')} | {r.get('rss_per_server_with_kernel_mb', '-')} / "
+            f"{r.get('memory_per_server_mb', '-')}"
             f" | {r.get('load1_mean', '-')} / {r.get('load1_max', '-')} |")
     lines += ["", "Per step (p50 / p95 / max, seconds):", "",
               "| students | " + " | ".join(STEPS) + " |", "|---|" + "---|" * len(STEPS)]
