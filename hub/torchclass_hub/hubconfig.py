@@ -43,8 +43,11 @@ def single_user_env(classroom: Classroom) -> dict[str, str]:
 
 
 # Measured by tests/bench/bench_load.py on a 2-core, 24 GiB machine (hub/README.md, Capacity).
-SPAWNS_PER_CORE = 4  # more at once only stretches every start: they share the cores
-IDLE_SERVER_MIB = 130  # an idle student's server and its kernel (RSS, the lesson cell run)
+# A start costs ~1.4 CPU-s and ~3 s alone, so 2 cores finish at most ~1.4 starts a second;
+# more in flight only stretches each (with 4 per core on a loaded machine one of 50 missed its
+# 120 s start_timeout), and a waiting student's page retries within 5-15 s anyway.
+SPAWNS_PER_CORE = 2
+IDLE_SERVER_MIB = 150  # an idle student's server with its kernel: the fall in MemAvailable
 MEMORY_RESERVE_MIB = 2048  # the hub, the proxy, the formgrader and the system
 
 

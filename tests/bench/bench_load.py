@@ -133,6 +133,11 @@ class Student:
         except (aiohttp.ClientError, OSError, ValueError) as e:
             self.record.update(ok=False, failed_step=self._step,
                                reason=f"{type(e).__name__}: {e}"[:300])
+        if (not self.record["ok"] and self.record["failed_step"] == "spawn" and self.waits
+                and (self.waits[-1]["message"].startswith("All ")
+                     or "Active user limit" in self.waits[-1]["message"])):
+            # Never admitted: every wait was the "classroom is full" page. Not a failed start.
+            self.record["turned_away"] = True
         self.record["steps"] = self.steps
         self.record["waits"] = self.waits
         self.record["done_s"] = round(time.monotonic() - t_zero, 3)
@@ -371,9 +376,11 @@ def report_run(n: int, rate: float, result: dict, samples: list[dict], load_befo
                                    if "login_to_ready_s" in r]),
         "steps": {s: summary([r["steps"][s] for r in records if s in r["steps"]])
                   for s in STEPS},
-        "failed": len(failed),
+        "failed": len([r for r in failed if not r.get("turned_away")]),
+        "turned_away_full": len([r for r in failed if r.get("turned_away")]),
         "failed_spawns": [{"user": r["user"], "reason": r["reason"]} for r in failed
-                          if r.get("failed_step") in ("spawn", "login")],
+                          if r.get("failed_step") in ("spawn", "login")
+                          and not r.get("turned_away")],
         "other_failures": [{"user": r["user"], "step": r.get("failed_step"),
                             "reason": r["reason"]} for r in failed
                            if r.get("failed_step") not in ("spawn", "login")],
@@ -507,15 +514,17 @@ def write_markdown(out: Path, results: dict) -> str:
              (f"{m['cpus']} CPUs, {m['mem_total_gib']} GiB, shared with other work: load averages "
              "are given per run (numbers on a busy machine are noisy)."), "",
              ("| students | rate/s | login→ready p50 / p95 / max (s) | failed | asked to wait | "
+              "turned away (full) | "
              "peak servers | hub RSS peak (MiB) | proxy RSS peak | servers+kernels RSS peak "
              "(MiB) | per server RSS / memory used (MiB) | load1 mean / max |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
         lr = r["login_to_ready"]
         lines.append(
             f"| {r['students']} | {r['rate_per_s'] or 'all at once'} | "
             f"{lr.get('p50_s')} / {lr.get('p95_s')} / {lr.get('max_s')} | {r['failed']} | "
-            f"{r['students_asked_to_wait']} | {r.get('peak_servers', '-')} | "
+            f"{r['students_asked_to_wait']} | {r.get('turned_away_full', 0)} | "
+            f"{r.get('peak_servers', '-')} | "
             f"{r.get('peak_hub_rss_mb', '-')} | {r.get('peak_proxy_rss_mb', '-')} | "
             f"{r.get('peak_servers_rss_mb', '-')} | {r.get('rss_per_server_with_kernel_mb', '-')} / "
             f"{r.get('memory_per_server_mb', '-')}"
