@@ -410,6 +410,33 @@ def report_run(n: int, rate: float, result: dict, samples: list[dict], load_befo
     return run
 
 
+def _cpu(p, children: bool = False) -> float:
+    t = p.cpu_times()
+    return t.user + t.system + ((t.children_user + t.children_system) if children else 0)
+
+
+def cpu_seconds(room, hub_before: float) -> dict:
+    """CPU the class cost, independent of how busy the machine was: the students' servers and
+    kernels (all of their lives), and the hub since the first arrival plus its proxy."""
+    import psutil
+
+    students = set(room.students)
+    procs = [p for p in psutil.process_iter(["username"]) if p.info["username"] in students]
+    spent = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            spent += _cpu(p, children=True)
+    hub = psutil.Process(room.hub_pid())
+    hub_spent = _cpu(hub) - hub_before
+    for child in hub.children():  # the students' servers are the hub's children too
+        with contextlib.suppress(psutil.Error):
+            if "http-proxy" in " ".join(child.cmdline()):
+                hub_spent += _cpu(child)
+    n = max(1, len(room.students))
+    return {"students_processes_s": round(spent, 1), "per_student_s": round(spent / n, 2),
+            "hub_and_proxy_s": round(hub_spent, 1), "hub_per_student_s": round(hub_spent / n, 2)}
+
+
 def hub_limits(room) -> dict:
     """The limits the hub was started with (read back from the classroom's settings)."""
     from torchclass_hub import hubconfig
@@ -419,6 +446,7 @@ def hub_limits(room) -> dict:
 
 
 def run_local(ns: list[int], rate: float, args) -> list[dict]:
+    import psutil
     from classroom_fixture import TestClassroom
 
     runs = []
@@ -431,6 +459,7 @@ def run_local(ns: list[int], rate: float, args) -> list[dict]:
             room.up()
             passwords = room.passwords()
             roster = [(u, passwords[u]) for u in room.students]
+            hub_cpu_before = _cpu(psutil.Process(room.hub_pid()))
             sampler = Sampler(room.hub_pid(), set(room.students))
             sampler.start()
             time.sleep(2)  # a baseline before the first arrival
@@ -439,9 +468,11 @@ def run_local(ns: list[int], rate: float, args) -> list[dict]:
                                        args.student_timeout, args.max_duration, sampler,
                                        args.min_free_mb))
             time.sleep(3)  # the idle class, after the last cell
+            cpu = cpu_seconds(room, hub_cpu_before)
             sampler.stop_event.set()
             sampler.join()
             run = report_run(n, rate, result, sampler.samples, load_before)
+            run["cpu_seconds"] = cpu
             run["hub_limits"] = hub_limits(room)
             run["hub_log_spawn_errors"] = spawn_errors_from_log(room)
             # The hub log goes with the results: teardown removes the classroom's data dir.
