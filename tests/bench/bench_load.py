@@ -70,6 +70,23 @@ def summary(values: list[float]) -> dict:
             "p95_s": round(pct(values, 0.95), 3), "max_s": round(max(values), 3)}
 
 
+class _HoldBack:
+    """Set when the machine runs short of memory: no new arrivals, and students waiting in the
+    hub's queue stop retrying (the hub's own limit assumes the machine is the class's alone)."""
+
+    def __init__(self):
+        self.why = ""
+
+    def set(self, why: str):
+        self.why = why
+
+    def is_set(self) -> bool:
+        return bool(self.why)
+
+
+HOLD_BACK = _HoldBack()
+
+
 class StepFailed(Exception):
     def __init__(self, step: str, reason: str):
         super().__init__(f"{step}: {reason}")
@@ -138,6 +155,8 @@ class Student:
                      or "Active user limit" in self.waits[-1]["message"])):
             # Never admitted: every wait was the "classroom is full" page. Not a failed start.
             self.record["turned_away"] = True
+        if self.record.get("reason", "").startswith("held back by the generator"):
+            self.record["turned_away"] = True  # the generator's choice, not the hub's failure
         self.record["steps"] = self.steps
         self.record["waits"] = self.waits
         self.record["done_s"] = round(time.monotonic() - t_zero, 3)
@@ -162,6 +181,8 @@ class Student:
             # hub answers 429 with a page that says why and when it retries by itself.
             async with s.get(self.base + "hub/spawn", allow_redirects=False) as r:
                 body = await r.text()
+                if r.status == 429 and HOLD_BACK.is_set():
+                    raise StepFailed("spawn", "held back by the generator: " + HOLD_BACK.why)
                 if r.status == 429:
                     refresh = re.search(r'http-equiv="refresh" content="(\d+)"', body)
                     retry = float(refresh[1] if refresh else r.headers.get("Retry-After") or 10)
@@ -332,6 +353,16 @@ async def drive(base: str, roster: list[tuple[str, str]], course_id: str, rate: 
                 sampler: Sampler | None, min_free_mb: float) -> dict:
     t_zero = time.monotonic()
     tasks, cut_short = [], None
+    HOLD_BACK.set("")
+
+    async def watch_memory():
+        while sampler and not HOLD_BACK.is_set():
+            if sampler.mem_available_mb < min_free_mb:
+                HOLD_BACK.set(f"available memory fell to {sampler.mem_available_mb:.0f} MiB "
+                              f"(< --min-free-mb {min_free_mb:.0f})")
+            await asyncio.sleep(0.5)
+
+    watcher = asyncio.create_task(watch_memory())
     live = {"servers": 0}
 
     async def one(user, password):
@@ -344,9 +375,8 @@ async def drive(base: str, roster: list[tuple[str, str]], course_id: str, rate: 
         if time.monotonic() - t_zero > max_duration:
             cut_short = f"--max-duration {max_duration:.0f} s reached after {i} arrivals"
             break
-        if sampler and sampler.mem_available_mb < min_free_mb:
-            cut_short = (f"available memory fell to {sampler.mem_available_mb:.0f} MiB "
-                         f"(< --min-free-mb {min_free_mb:.0f}) after {i} arrivals")
+        if HOLD_BACK.is_set():
+            cut_short = f"{HOLD_BACK.why}, after {i} arrivals"
             break
         tasks.append(asyncio.create_task(one(user, password)))
         if rate > 0:
@@ -355,11 +385,14 @@ async def drive(base: str, roster: list[tuple[str, str]], course_id: str, rate: 
     done, pending = await asyncio.wait(tasks, timeout=left) if tasks else (set(), set())
     for t in pending:
         t.cancel()
+    watcher.cancel()
     records = [t.result() for t in tasks if t in done]
     records += [{"user": "?", "ok": False, "failed_step": "?", "reason": "cancelled at "
                  "--max-duration", "steps": {}, "waits": []} for _ in pending]
     if pending:
         cut_short = cut_short or f"--max-duration {max_duration:.0f} s: {len(pending)} unfinished"
+    cut_short = cut_short or (f"{HOLD_BACK.why} while students waited" if HOLD_BACK.is_set()
+                              else None)
     return {"records": records, "cut_short": cut_short,
             "duration_s": round(time.monotonic() - t_zero, 1)}
 
@@ -377,6 +410,7 @@ def report_run(n: int, rate: float, result: dict, samples: list[dict], load_befo
         "steps": {s: summary([r["steps"][s] for r in records if s in r["steps"]])
                   for s in STEPS},
         "failed": len([r for r in failed if not r.get("turned_away")]),
+        # "classroom is full", or held back in the queue by the generator's memory guard
         "turned_away_full": len([r for r in failed if r.get("turned_away")]),
         "failed_spawns": [{"user": r["user"], "reason": r["reason"]} for r in failed
                           if r.get("failed_step") in ("spawn", "login")
@@ -481,6 +515,7 @@ def run_local(ns: list[int], rate: float, args) -> list[dict]:
                             args.out / f"load-hub-{n}.log")
             runs.append(run)
             print_run(run)
+            save(args.out, {**args.results, "runs": runs})  # a later size may not finish
         finally:
             if sampler:
                 sampler.stop_event.set()
@@ -519,6 +554,11 @@ def run_remote(ns: list[int], rate: float, args) -> list[dict]:
             print("note: against a remote hub the servers are not stopped between runs; "
                   "stop them (or use a fresh roster slice) before the next size.")
     return runs
+
+
+def save(out: Path, results: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "load.json").write_text(json.dumps(results, indent=1))
 
 
 def print_run(run: dict) -> None:
@@ -662,10 +702,10 @@ def main(argv=None) -> int:
                            "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]},
                "target": args.url or "local throw-away classroom", "cell": args.cell,
                "started_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    args.results = results
     results["runs"] = run_remote(ns, args.rate, args) if args.url else run_local(ns, args.rate,
                                                                                  args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "load.json").write_text(json.dumps(results, indent=1))
+    save(args.out, results)
     print(write_markdown(args.out, results))
     plot(args.out, results["runs"])
     print(f"Results in {args.out}/load.{{json,md,png}}")

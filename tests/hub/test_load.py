@@ -123,3 +123,14 @@ def test_status_reads_each_kind_of_spawn_failure_from_the_log(tmp_path):
     assert "status 1" in failed["bob"][1]
     assert failed["cy"] == ("2026-12-02 10:00:03",
                             "[Errno 2] No such file or directory: '/home/cy'")
+
+
+def test_other_error_pages_still_render(classroom):
+    """hub/templates/error.html replaces JupyterHub's page for every error, so the plain ones
+    (a wrong URL, and the page the proxy fetches when a route is missing) must still work."""
+    import requests
+
+    r = requests.get(classroom.url + "hub/no-such-page", timeout=30)
+    assert r.status_code == 404 and "404" in r.text
+    r = requests.get(classroom.url + "hub/error/404?url=/hub/gone", timeout=30)
+    assert r.status_code == 404 and "404" in r.text
