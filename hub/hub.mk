@@ -12,7 +12,7 @@ up: install ## start the classroom (validates the classroom file first); data is
 down: ## stop the classroom: the hub, every student server, the formgrader (data is kept)
 	@$(HUB) down
 
-status: ## is the classroom running, where, and where its data lives
+status: ## is the classroom running, where, its data, and which servers failed to start (why)
 	@$(HUB) status
 
 users: ## list the roster and who has a password

@@ -132,5 +132,6 @@ def test_other_error_pages_still_render(classroom):
 
     r = requests.get(classroom.url + "hub/no-such-page", timeout=30)
     assert r.status_code == 404 and "404" in r.text
+    # The proxy fetches this page to show for a missing route (JupyterHub answers it with 200).
     r = requests.get(classroom.url + "hub/error/404?url=/hub/gone", timeout=30)
-    assert r.status_code == 404 and "404" in r.text
+    assert r.status_code == 200 and "404" in r.text
