@@ -47,7 +47,9 @@ def single_user_env(classroom: Classroom) -> dict[str, str]:
 # more in flight only stretches each (with 4 per core on a loaded machine one of 50 missed its
 # 120 s start_timeout), and a waiting student's page retries within 5-15 s anyway.
 SPAWNS_PER_CORE = 2
-IDLE_SERVER_MIB = 150  # an idle student's server with its kernel: the fall in MemAvailable
+# An idle student's server with its kernel: 181 MiB RSS; the fall in available memory per
+# server was 150-230 MiB across runs (other work shared the machine). The RSS is the safe side.
+IDLE_SERVER_MIB = 180
 MEMORY_RESERVE_MIB = 2048  # the hub, the proxy, the formgrader and the system
 
 
