@@ -3,7 +3,7 @@
 # CLASSROOM=<file> picks another classroom file (default hub/classroom.yaml).
 HUB := $(PY) -m torchclass_hub.cli $(if $(CLASSROOM),--classroom $(CLASSROOM)) \
   $(if $(PORT),--port $(PORT)) $(if $(IP),--ip $(IP)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
-.PHONY: up down status users validate reset-password hub-docs
+.PHONY: up down status users validate reset-password hub-docs bench-load
 
 up: install ## start the classroom (validates the classroom file first); data is kept across runs
 	@$(HUB) validate
@@ -12,7 +12,7 @@ up: install ## start the classroom (validates the classroom file first); data is
 down: ## stop the classroom: the hub, every student server, the formgrader (data is kept)
 	@$(HUB) down
 
-status: ## is the classroom running, where, and where its data lives
+status: ## is the classroom running, where, its data, and which servers failed to start (why)
 	@$(HUB) status
 
 users: ## list the roster and who has a password
@@ -27,3 +27,13 @@ reset-password: ## give NAME=<user> a new password (printed once)
 
 hub-docs: ## print the classroom-file reference table (for hub/README.md)
 	@$(HUB) schema-docs
+
+# The load generator: STUDENTS=50,100,200 RATE=2 (arrivals per second, 0 = all at once),
+# QUICK=1 (3 students), or another hub: URL=https://... ROSTER=<user password file> COURSE=<id>.
+STUDENTS ?= 50,100,200
+RATE ?= 2
+LOAD_ARGS = $(if $(QUICK),--quick,--students $(STUDENTS) --rate $(RATE)) \
+  $(if $(URL),--url $(URL) --roster $(ROSTER) --course-id $(COURSE) --allow-remote)
+bench-load: install ## students arriving at a deadline: login, start, fetch, a cell, submit (root)
+	@mkdir -p $(BENCH_DIR)
+	$(PY) tests/bench/bench_load.py $(LOAD_ARGS) --out $(BENCH_DIR)

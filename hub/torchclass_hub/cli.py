@@ -16,6 +16,7 @@ import argparse
 import errno
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -205,6 +206,44 @@ def down(classroom: Classroom, timeout: float = 60, log=print) -> int:
     return 0
 
 
+# What JupyterHub logs when a user's server does not start (jupyterhub/user.py and
+# handlers/base.py, 6.x), and when one does: a later start clears an earlier failure.
+_SPAWN_FAILURES = [
+    (re.compile(r"(?P<user>\S+)'s server failed to start in (?P<s>\d+) seconds, giving up"),
+     "did not start within {s} s (spawner.start_timeout); the machine may be overloaded"),
+    (re.compile(r"Spawner failed to start \[status=(?P<code>-?\d+)\]\. The logs for "
+                r"(?P<user>[^ :]+)"),
+     "its server exited with status {code} while starting (the hub log has its output)"),
+    (re.compile(r"(?:Unhandled error|Error) starting (?P<user>\S+)'s server: (?P<msg>.*)"),
+     "{msg}"),
+    (re.compile(r"Not starting (?P<user>\S+)'s server \S*: (?P<msg>.*)"), "{msg}"),
+]
+_SPAWN_OK = re.compile(r"User (?P<user>\S+) took [\d.]+ seconds to start")
+_HUB_START = "Running JupyterHub version"
+
+
+def spawn_failures(log_path: Path) -> dict[str, tuple[str, str]]:
+    """Users whose last start since the hub (re)started failed: user -> (when, why)."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return {}
+    start = max((i for i, ln in enumerate(lines) if _HUB_START in ln), default=0)
+    failed: dict[str, tuple[str, str]] = {}
+    for line in lines[start:]:
+        ok = _SPAWN_OK.search(line)
+        if ok:
+            failed.pop(ok["user"], None)
+            continue
+        for pattern, text in _SPAWN_FAILURES:
+            m = pattern.search(line)
+            if m:
+                when = line[3:22] if line.startswith("[") else ""
+                failed[m["user"]] = (when, text.format(**m.groupdict()).strip()[:200])
+                break
+    return failed
+
+
 def status(classroom: Classroom, log=print) -> int:
     pid = hub_pid(classroom)
     state = "running" if pid and _health(classroom.url) else ("starting" if pid else "stopped")
@@ -214,6 +253,11 @@ def status(classroom: Classroom, log=print) -> int:
     log(f"  log: {hubconfig.state_files(classroom)['log']}")
     log(f"  {len(classroom.instructors)} instructor(s), {len(classroom.students)} student(s), "
         f"assignments: {', '.join(classroom['assignments']) or 'none'}")
+    if pid:
+        failed = spawn_failures(hubconfig.state_files(classroom)["log"])
+        log(f"  servers that failed to start since the hub started: {len(failed) or 'none'}")
+        for user, (when, why) in sorted(failed.items()):
+            log(f"    {user:24} {when}  {why}")
     return 0 if state == "running" else 1
 
 

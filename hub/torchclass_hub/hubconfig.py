@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
-from .config import VENV, Classroom
+from .config import HUB_DIR, VENV, Classroom
 
 
 def _free_port(avoid: set = frozenset()) -> int:
@@ -76,6 +77,44 @@ def single_user_env(classroom: Classroom) -> dict[str, str]:
     }
 
 
+# Measured by tests/bench/bench_load.py on a 2-core, 24 GiB machine (hub/README.md, Capacity).
+# A start costs ~1.4 CPU-s and ~3 s alone, so 2 cores finish at most ~1.4 starts a second;
+# more in flight only stretches each (with 4 per core on a loaded machine one of 50 missed its
+# 120 s start_timeout), and a waiting student's page retries within 5-15 s anyway.
+SPAWNS_PER_CORE = 2
+# An idle student's server with its kernel: 181 MiB RSS; the fall in available memory per
+# server was 150-230 MiB across runs (other work shared the machine). The RSS is the safe side.
+IDLE_SERVER_MIB = 180
+MEMORY_RESERVE_MIB = 2048  # the hub, the proxy, the formgrader and the system
+
+
+def _memory_mib() -> int:
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    raise RuntimeError("/proc/meminfo has no MemTotal")
+
+
+def capacity_settings(classroom: Classroom) -> dict:
+    """The hub's own limits: how many servers may start at once and how many may run.
+
+    Past these a student is asked to wait (HTTP 429, a page that retries by itself) instead of
+    every start slowing down until some time out, or the machine running out of memory."""
+    spawner = classroom["spawner"]
+    concurrent = spawner.get("concurrent_spawns")
+    if concurrent is None:
+        concurrent = SPAWNS_PER_CORE * (os.cpu_count() or 1)
+    servers = spawner.get("max_servers")
+    if servers is None:
+        # Containers and pods are bounded by their own mem_limit and the cluster's quota.
+        servers = (max(1, (_memory_mib() - MEMORY_RESERVE_MIB) // IDLE_SERVER_MIB)
+                   if spawner["type"] == "local" else 0)
+    return {"concurrent_spawn_limit": concurrent, "active_server_limit": servers,
+            # JupyterHub's default is 30-60 s: long enough for a whole queue to drain.
+            "spawn_throttle_retry_range": (5, 15)}
+
+
 def apply(c, classroom: Classroom) -> None:
     # Imported here: they pull in JupyterHub, which the CLI's quick paths do not need.
     from . import auth, spawners
@@ -87,11 +126,25 @@ def apply(c, classroom: Classroom) -> None:
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
     c.JupyterHub.shutdown_on_logout = classroom["hub"]["shutdown_on_logout"]
-    c.ConfigurableHTTPProxy.command = [str(VENV / "bin" / "configurable-http-proxy")]
+    # hub/bin/configurable-http-proxy: the venv's proxy with room for a whole class in flight;
+    # a request may take as long as a start (the spawn-progress stream lasts that long).
+    proxy_timeout_ms = 1000 * max(300, 2 * classroom["spawner"]["start_timeout"])
+    c.ConfigurableHTTPProxy.command = [str(VENV / "bin" / "python"),
+                                       str(HUB_DIR / "bin" / "configurable-http-proxy"),
+                                       f"--proxy-timeout={proxy_timeout_ms}"]
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{ports['proxy_api']}"
     # A proxy left behind by a killed hub is found by this pid file and replaced.
     c.ConfigurableHTTPProxy.pid_file = str(state / "jupyterhub-proxy.pid")
-    c.JupyterHub.template_vars = {"announcement_login": f"torchclass · {classroom.course_id}"}
+    limits = capacity_settings(classroom)
+    c.JupyterHub.concurrent_spawn_limit = limits["concurrent_spawn_limit"]
+    c.JupyterHub.active_server_limit = limits["active_server_limit"]
+    # Not a configurable trait in JupyterHub 6, but read from the tornado settings it merges.
+    c.JupyterHub.tornado_settings.update(
+        {"spawn_throttle_retry_range": limits["spawn_throttle_retry_range"]})
+    # hub/templates/error.html: the "please wait" pages say why and retry by themselves.
+    c.JupyterHub.template_paths = [str(Path(__file__).resolve().parent.parent / "templates")]
+    c.JupyterHub.template_vars = {"announcement_login": f"torchclass · {classroom.course_id}",
+                                  "torchclass_limits": limits}
 
     auth.configure(c, classroom)
     spawners.configure(c, classroom, single_user_env(classroom))

@@ -201,6 +201,38 @@ def formgrader_config(classroom: Classroom) -> None:
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
 
 
+# Loaded by every student's server; see student_server_trim.
+STUDENT_SERVER_TRIM = {
+    # No language server is installed for it to serve, and it searches for them at every start.
+    "ServerApp": {"jpserver_extensions": {"jupyter_lsp": False}},
+    # Students cannot install into the shared environment; the default manager queries PyPI.
+    "LabApp": {"extension_manager": "readonly"},
+}
+
+
+def student_server_trim(classroom: Classroom) -> None:
+    """Make each student's server start on about half the CPU, in less memory (measured in
+    hub/README.md, Capacity): at a deadline every start competes for the same cores.
+
+    - lib/rfc3987_syntax.py stands in for a package whose import alone is a third of a start
+      (student_site/rfc3987_syntax.py says why that is safe);
+    - STUDENT_SERVER_TRIM is merged into the students' jupyter_server_config.json that
+      student_config() writes (merged, not a second file: a jpserver_extensions dict in that
+      file replaces any other file's).
+    """
+    shim = classroom.lib_dir / "rfc3987_syntax.py"
+    shutil.copyfile(Path(__file__).with_name("student_site") / "rfc3987_syntax.py", shim)
+    os.chmod(shim, 0o644)
+    path = classroom.student_config_dir / "jupyter_server_config.json"
+    settings = json.loads(path.read_text()) if path.exists() else {}
+    for section, values in STUDENT_SERVER_TRIM.items():
+        for key, value in values.items():
+            mine = settings.setdefault(section, {})
+            mine[key] = {**mine.get(key, {}), **value} if isinstance(value, dict) else value
+    path.write_text(json.dumps(settings, indent=1))
+    os.chmod(path, 0o644)
+
+
 def exchange(classroom: Classroom) -> None:
     """The nbgrader exchange, tightened beyond nbgrader's own defaults.
 
@@ -261,6 +293,7 @@ def everything(classroom: Classroom, log=print) -> dict:
     lessons(classroom)
     student_config(classroom)
     formgrader_config(classroom)
+    student_server_trim(classroom)
     c = course(classroom)
     exchange(classroom)
     released = release(classroom, c, log)

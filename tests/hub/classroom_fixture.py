@@ -45,7 +45,7 @@ class TestClassroom:
     __test__ = False
 
     def __init__(self, n_students: int = 3, assignments: list[str] | None = None,
-                 root: Path | None = None):
+                 root: Path | None = None, extra_settings: dict | None = None):
         self.prefix = "t" + uuid.uuid4().hex[:7]
         self.root = Path(root or tempfile.mkdtemp(prefix="torchclass-test-", dir="/tmp"))
         os.chmod(self.root, 0o755)  # students' servers must reach the data dir inside
@@ -60,6 +60,7 @@ class TestClassroom:
             "students": self.students,
             "assignments": self.assignments,
             "assignment_dirs": [str(FIXTURE_ASSIGNMENTS)],
+            **(extra_settings or {}),
         }))
         self.classroom = config.load(self.file, env={})
         self.log: list[str] = []
