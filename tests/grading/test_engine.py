@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from second_account import readable_checkout
 from torchclass_grading import engine, families, sandbox
 from toy_assignment import submit, submit_with_cell, write_guard_assignment, write_toy_assignment
 
@@ -246,7 +247,9 @@ def test_an_instructor_without_root_grades_with_rlimits_only():
         course = work / "course"
         families.build_family(family, course)
         subprocess.run(["chown", "-R", user, str(work)], check=True)
-        env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        # The checkout may sit where the account cannot read (a clone under /root).
+        pythonpath = readable_checkout(work / "checkout")
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": pythonpath,
                "OMP_NUM_THREADS": "1", "HOME": f"/home/{user}"}
         proc = subprocess.run(
             ["runuser", "-u", user, "--", sys.executable, "-m", "torchclass_grading.engine",
