@@ -50,12 +50,15 @@ def skip_counts(reports) -> list[tuple[int, str]]:
     return sorted(((n, r) for r, n in counts.items()), key=lambda item: (-item[0], item[1]))
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_terminal_summary(terminalreporter):
     # pytest's -ra lists every skip one by one; a newcomer needs the few reasons behind them,
-    # each with what to do, at the very end of the run.
+    # each with what to do, at the very end of the run: as the outermost wrapper (tryfirst),
+    # this writes after pytest's own short summary, just above the final counts.
+    result = yield
     skipped = terminalreporter.stats.get("skipped", [])
-    if not skipped:
-        return
-    terminalreporter.section(f"{len(skipped)} skipped, by reason")
-    for n, reason in skip_counts(skipped):
-        terminalreporter.write_line(f"{n:4d}  {reason}")
+    if skipped:
+        terminalreporter.section(f"{len(skipped)} skipped, by reason")
+        for n, reason in skip_counts(skipped):
+            terminalreporter.write_line(f"{n:4d}  {reason}")
+    return result

@@ -27,7 +27,7 @@ def test_summary_counts_skips_by_reason(tmp_path):
     shutil.copyfile(REPO / "tests/conftest.py", tmp_path / "conftest.py")
     (tmp_path / "test_sample.py").write_text(SAMPLE)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "-q",
+        [sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "-ra",
          "--rootdir", str(tmp_path), str(tmp_path)],
         capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
     out = proc.stdout
@@ -36,3 +36,6 @@ def test_summary_counts_skips_by_reason(tmp_path):
     lines = [line.split(None, 1) for line in summary.splitlines()[1:3]]
     assert lines == [["3", "no NVIDIA GPU on this machine"],
                      ["1", "/usr/bin/chromium is missing: run sudo make provision"]], summary
+    # Below pytest's own one-line-per-skip list (-ra), just above the final counts.
+    assert out.index("short test summary info") < out.index("4 skipped, by reason"), out
+    assert "1 passed, 4 skipped" in summary.splitlines()[3], summary
