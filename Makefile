@@ -17,7 +17,7 @@ TEST_WORKERS ?= 2
 TEST_ARGS ?=
 BENCH_DIR ?= $(CURDIR)/bench-results
 
-.PHONY: help install install-system test lint bench clean
+.PHONY: help install provision test lint bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | sort \
@@ -35,12 +35,17 @@ $(VENV)/.installed: $(REQUIREMENTS)
 	@chmod -R a+rX $(VENV)
 	@touch $@
 
-install: $(VENV)/.installed ## create the Python environment (idempotent)
+# Students' kernels need a C++ compiler for torch.compile: installed here as root, else named.
+install: $(VENV)/.installed ## create the Python environment and check its compiler (idempotent)
+	@bash tests/provision classroom
 
-install-system: ## install the Debian packages the tests need (chromium, docker, datasets); root only
-	bash .ci/install-system-packages
+provision: ## install what the tests need: Debian packages, a running Docker engine (root; idempotent)
+	@bash tests/provision tests
 
-test: install ## run the whole test suite
+# As root the suite provisions itself first; anyone else is told the one sudo command, and the
+# tests that need what is missing skip, counted by reason at the end of pytest's summary.
+test: install ## run the whole test suite (as root: provisions what it needs first)
+	@bash tests/provision tests
 	$(PY) -m pytest -n $(TEST_WORKERS) --durations=25 $(TEST_ARGS)
 
 lint: install ## lint Python, Dockerfiles, shell and YAML

@@ -27,7 +27,7 @@ def classroom(request):
 @pytest.fixture(scope="module")
 def browser():
     if not shutil.which(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (.ci/install-system-packages)")
+        pytest.skip(f"{CHROMIUM} is missing (Debian chromium): run 'sudo make provision'")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -111,9 +111,9 @@ def _fake_leftover(image: str) -> tuple[str, Path]:
 @pytest.fixture
 def graded(tmp_path_factory):
     if not shutil.which(docker_backend.docker_command()):
-        pytest.skip("no docker client: run 'make install-system'")
+        pytest.skip("no docker client (Debian docker.io): run 'sudo make provision'")
     if _docker("info", check=False).returncode != 0:
-        pytest.skip("no Docker engine answers: run 'make docker-engine'")
+        pytest.skip("no Docker engine answers: run 'sudo make provision' (it starts one)")
     builder = _image_builder()
     image = builder._build("build-cpu", docker_backend.default_image())
     leftover, stale_scratch = _fake_leftover(image)

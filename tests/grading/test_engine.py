@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from second_account import readable_checkout
 from torchclass_grading import engine, families, sandbox
 from toy_assignment import submit, submit_with_cell, write_guard_assignment, write_toy_assignment
 
@@ -247,12 +248,15 @@ def test_an_instructor_without_root_grades_with_rlimits_only():
         course = work / "course"
         families.build_family(family, course)
         subprocess.run(["chown", "-R", user, str(work)], check=True)
-        env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        # The checkout, and so pytest's cwd, may sit where the account cannot read (a clone
+        # under /root): its code comes from a readable copy, and it works in its own folder.
+        pythonpath = readable_checkout(work / "checkout")
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": pythonpath,
                "OMP_NUM_THREADS": "1", "HOME": f"/home/{user}"}
         proc = subprocess.run(
             ["runuser", "-u", user, "--", sys.executable, "-m", "torchclass_grading.engine",
              str(course), family.assignment_id, "--workers", "2"],
-            env=env, capture_output=True, text=True, timeout=300, check=False)
+            env=env, cwd=work, capture_output=True, text=True, timeout=300, check=False)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "not root" in proc.stderr
         scores, _, _ = families.read_scores(family, course)

@@ -16,9 +16,9 @@ BUILD_TIMEOUT = 1500
 @pytest.fixture(scope="session")
 def docker_engine():
     if not Path(DOCKER).exists() and subprocess.run(["which", DOCKER], check=False).returncode != 0:
-        pytest.skip("no docker client: run 'make install-system'")
+        pytest.skip("no docker client (Debian docker.io): run 'sudo make provision'")
     if subprocess.run([DOCKER, "info"], check=False, capture_output=True).returncode != 0:
-        pytest.skip("no Docker engine answers: run 'make docker-engine'")
+        pytest.skip("no Docker engine answers: run 'sudo make provision' (it starts one)")
     return DOCKER
 
 

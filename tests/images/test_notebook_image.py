@@ -76,6 +76,20 @@ def test_course_and_data_helper_are_there(server):
     assert all(p.parent.name in home for p in (REPO / "course").glob("stage*/lessons")), (home, shipped)
 
 
+def test_torch_compile_builds_cpu_kernels_as_jovyan(server):
+    # inductor compiles C++ at run time (stage4/02's lesson): the image must carry g++ and
+    # Python's headers, and the student's kernel must be able to use them.
+    container, _, _ = server
+    check = ("import torch\n"
+             "f = torch.compile(lambda x: torch.sin(x) * 2 + 1)\n"
+             "x = torch.linspace(0, 3, 7)\n"
+             "assert torch.allclose(f(x), torch.sin(x) * 2 + 1)\n"
+             "print('compiled ok')\n")
+    proc = container.exec("python", "-c", check, timeout=300)
+    assert "compiled ok" in proc.stdout, proc.stdout + proc.stderr
+    assert "Python.h" not in proc.stderr, proc.stderr
+
+
 def test_no_assignment_solutions_in_image(server):
     container, _, _ = server
     found = container.exec(

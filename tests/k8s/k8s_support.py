@@ -9,31 +9,31 @@ import sys
 import types
 from pathlib import Path
 
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-REFERENCE = REPO.parent / "shared" / "reference" / "z2jh-4.4.0"
 # The oldest Kubernetes z2jh 4.4.0 supports, and the newest kubernetes-validate knows.
 KUBE_VERSIONS = ["1.28.0", None]
 
 
-def load_render():
-    spec = importlib.util.spec_from_file_location("torchclass_k8s_render", REPO / "k8s/render.py")
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, REPO / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-render = load_render()
+render = _load("torchclass_k8s_render", "k8s/render.py")
+chart_data = _load("torchclass_k8s_chart_data", "k8s/chart_data.py")
 
 
 def reference_file(name):
-    path = REFERENCE / name
-    if not path.is_file():
-        pytest.skip(f"{path} is absent: the z2jh 4.4.0 reference data is needed to test against "
-                    "the real chart (CI has it under ../shared/reference)")
-    return path
+    """A file of the pinned jupyterhub chart's data (k8s/chart/upstream/), checked against its
+    checksum first: values validated against a hand-edited schema would prove nothing."""
+    try:
+        return chart_data.verify() / name
+    except chart_data.ChartDataError as e:
+        raise AssertionError(str(e)) from None
 
 
 def z2jh_defaults():

@@ -203,9 +203,9 @@ def _docker(*args, check=True, timeout=120):
 
 def _notebook_image():
     if not shutil.which(docker_backend.docker_command()):
-        pytest.skip("no docker client: run 'make install-system'")
+        pytest.skip("no docker client (Debian docker.io): run 'sudo make provision'")
     if _docker("info", check=False).returncode != 0:
-        pytest.skip("no Docker engine answers: run 'make docker-engine'")
+        pytest.skip("no Docker engine answers: run 'sudo make provision' (it starts one)")
     images_tests = REPO / "tests" / "images"
     sys.path.insert(0, str(images_tests))
     spec = importlib.util.spec_from_file_location("images_conftest", images_tests / "conftest.py")
