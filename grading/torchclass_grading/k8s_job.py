@@ -319,11 +319,12 @@ class PodSlot:
         return Path(KERNEL_DIR)
 
     def give(self, path: Path) -> None:
-        # The kernel's uid differs but its group is ours: group-readable is enough.
-        os.chmod(path, 0o750 if path.is_dir() else 0o640)
+        # The kernel's uid differs but its group is ours: group-readable files are enough; dirs
+        # are group-writable (the kernel writes its signed results into .seal/).
+        os.chmod(path, 0o770 if path.is_dir() else 0o640)
 
     def kernel_cmd(self, connection_file: str, scratch: Path, startup: list[str]) -> list[str]:
-        # The engine's startup lines (seeds, the test-helper guard) reach the kernel container
+        # The engine's startup lines (seeds, the sentinel) reach the kernel container
         # in a file it reads before the kernel starts, before any student code runs.
         path = Path(KERNEL_DIR, "startup.json")
         path.write_text(json.dumps(startup))
