@@ -52,6 +52,7 @@ def _torchclass_sentinel():
     _timers = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
     _func_code = types.FunctionType.__dict__["__code__"].__get__
     _func_closure = types.FunctionType.__dict__["__closure__"].__get__
+    _func_dict = types.FunctionType.__dict__["__dict__"].__get__
     _method_func = types.MethodType.__dict__["__func__"].__get__
     _type_dict = type.__dict__["__dict__"].__get__
     _type_module = type.__dict__["__module__"].__get__
@@ -284,6 +285,11 @@ def _torchclass_sentinel():
                 return False
         return True
 
+    def wraps(new, old):
+        """new is library code wrapping old (functools.wraps), as Lightning wraps torch.compile."""
+        return _type(new) is _FunctionType and trusted_file(_func_code(new).co_filename) and \
+            _func_dict(new).get("__wrapped__") is old
+
     def is_in(item, items):
         for x in items:
             if x is item:
@@ -320,7 +326,8 @@ def _torchclass_sentinel():
             now = _module_dict(m)
             for attr, value in _items(attrs):
                 new = now.get(attr, attrs)
-                if new is not value and (strict or new is attrs or not trusted_object(new)):
+                if new is not value and (new is attrs or not (
+                        wraps(new, value) if strict else trusted_object(new))):
                     found.append(f"{name}.{attr} was replaced")
             for attr in now:  # a module global that shadows a builtin its functions use
                 if attr not in attrs and attr in builtins_seen and _callable(now[attr]) \
@@ -412,6 +419,8 @@ def _torchclass_sentinel():
         "sys._current_frames": "reading other threads' frames",
         "gc.get_objects": "gc.get_objects()", "gc.get_referrers": "gc.get_referrers()",
         "gc.get_referents": "gc.get_referents()", "sys.addaudithook": "adding an audit hook",
+    }
+    ctypes_memory = {
         "ctypes.string_at": "reading raw memory (ctypes)", "ctypes.wstring_at": "reading raw memory (ctypes)",
         "ctypes.PyObj_FromPtr": "turning addresses into objects (ctypes)",
         "ctypes.cdata": "mapping raw memory (ctypes)",
@@ -422,8 +431,9 @@ def _torchclass_sentinel():
         import ctypes
         raw_memory = {ctypes._memmove_addr, ctypes._memset_addr, ctypes._string_at_addr,
                       ctypes._cast_addr}
+        ctypes_dir = os.path.dirname(ctypes.__file__) + "/"
     except (ImportError, AttributeError):
-        raw_memory = _set()
+        raw_memory, ctypes_dir = _set(), "\0"
     holder = {}  # run, its code, its closure cells and what they held
 
     def judge(event, args, f):
@@ -454,13 +464,22 @@ def _torchclass_sentinel():
                     (path.endswith("/mem") or "/map_files/" in path):
                 return "opening a process's memory"
             return ""
+        # ctypes is library code's own business (fsspec looks up CPython's API at import);
+        # from student code, raw memory and the interpreter's internals are refused.
+        g = f
+        while g is not _None and _type(g.f_code.co_filename) is _str_t and \
+                g.f_code.co_filename.startswith(ctypes_dir):
+            g = g.f_back  # ctypes' own wrappers (string_at, ...): who called them?
+        student = not trusted_file(g.f_code.co_filename if g else _None)
         if event == "ctypes.dlsym":
             name = args[1] if _len(args) > 1 else _None
-            if _type(name) is _str_t and name.startswith(denied_symbols):
+            if student and _type(name) is _str_t and name.startswith(denied_symbols):
                 return f"looking up {name} through ctypes"
             return ""
         if event == "ctypes.call_function":
-            return "raw memory access (ctypes)" if args[0] in raw_memory else ""
+            return "raw memory access (ctypes)" if student and args[0] in raw_memory else ""
+        if event in ctypes_memory:
+            return ctypes_memory[event] if student else ""
         if event == "code.__new__":
             if _len(args) > 1 and trusted_file(args[1]) and \
                     not trusted_file(f.f_code.co_filename if f else _None):

@@ -70,7 +70,10 @@ class SandboxError(RuntimeError):
 def private_dir(path: Path, mode: int = 0o711) -> Path:
     """path as a directory of this process's user that nobody else can write: made if missing,
     refused (with the reason) if it is a link, someone else's, or writable by others."""
-    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+    except FileExistsError:  # a link or a file where the dir should be: said below
+        pass
     st = os.lstat(path)
     why = ("is a symbolic link" if stat.S_ISLNK(st.st_mode) else
            "is not a directory" if not stat.S_ISDIR(st.st_mode) else

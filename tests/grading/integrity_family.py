@@ -89,6 +89,9 @@ ATTACKS = {
     "gc-walk": WRONG + (
         "import gc\nfor o in gc.get_objects():\n    if getattr(o, '__name__', '') == 'run':\n"
         "        print(o.__closure__)"),
+    "ctypes-memory": WRONG + (
+        "import ctypes\nprint(ctypes.string_at(id(abs), 64))\n"
+        "api = ctypes.pythonapi.PyFrame_LocalsToFast"),
     "traceback-frames": WRONG + (
         "import sys, traceback\ntry:\n    sys.setprofile(None)\nexcept Exception as e:\n"
         "    for frame, _ in traceback.walk_tb(e.__traceback__):\n"

@@ -5,6 +5,7 @@ kernel leaves nothing for the next; malformed submissions are named and the rest
 import dis
 import os
 import shutil
+import tempfile
 import types
 from pathlib import Path
 
@@ -219,7 +220,7 @@ def test_a_planted_state_dir_is_refused(tmp_path):
     assert proc.returncode != 0
     assert f"{planted} belongs to uid 65534" in proc.stderr, proc.stderr[-2000:]
     assert not Path("/pwned").exists()
-    link = tmp_path / "link"
+    link = Path(tempfile.mkdtemp()) / "planted-link"
     link.symlink_to(tmp_path / "elsewhere")
     with pytest.raises(sandbox.SandboxError, match="symbolic link"):
         sandbox.private_dir(link)
