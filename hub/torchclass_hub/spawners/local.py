@@ -118,8 +118,10 @@ def copy_new_lessons(lessons_dir: Path, home: Path, uid: int | None, gid: int | 
         user=uid, group=gid, extra_groups=[], umask=0o022, cwd="/", env={"LANG": "C.UTF-8"},
         capture_output=True, text=True, timeout=120, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"copying lessons from {lessons_dir} into {home} as uid {uid} failed "
-                           f"(exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        # The child's own error (its traceback's last line) is what the student and `make
+        # status` are shown: the first line of a traceback says nothing.
+        lines = proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"]
+        raise RuntimeError(f"copying lessons into {home} as uid {uid} failed: {lines[-1]}")
     return [Path(p) for p in json.loads(proc.stdout)]
 
 
