@@ -28,6 +28,7 @@ import os
 import shutil
 import stat
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -768,9 +769,11 @@ class Engine:
         from nbgrader.utils import parse_utc
 
         src = self.course_dir / "submitted" / student / self.aid
-        root = self.course_dir / STATE / self.aid / "staging"
+        # In the grader's own state dir, not the grader account's course dir: as root this
+        # writes there, and no other account may swap a link in along the way.
+        parent = sandbox.private_dir(sandbox.STATE_DIR / "staging", 0o700)
+        root = Path(tempfile.mkdtemp(prefix="record-", dir=parent))
         dest = root / student / self.aid
-        shutil.rmtree(root / student, ignore_errors=True)
         dest.mkdir(parents=True)
         for name in self.notebooks:
             if name in executed:
@@ -834,7 +837,7 @@ class Engine:
             Replay, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
             AssignLatePenalties, CheckCellMetadata]
         staging = self._stage(student, executed, out)
-        config.CourseDirectory.submitted_directory = str(staging.relative_to(self.course_dir))
+        config.CourseDirectory.submitted_directory = str(staging)  # absolute: outside the root
         coursedir = CourseDirectory(config=config, root=str(self.course_dir))
         api = NbGraderAPI(coursedir=coursedir, config=config)
         try:
