@@ -39,7 +39,7 @@ def _torchclass_sentinel():
     _type_t, _dict_t, _list_t, _object, _setattr = type, dict, list, object, setattr
     _hasattr = hasattr
     _TypeError, _ValueError = TypeError, ValueError
-    _callable, _vars, _any, _dict, _set, _id, _zip = callable, vars, any, dict, set, id, zip
+    _callable, _vars, _dict, _set, _id = callable, vars, dict, set, id
     _Exception, _BaseException, _RuntimeError, _OSError = Exception, BaseException, RuntimeError, OSError
     _frame, _ident, _current_frames = sys._getframe, _thread.get_ident, sys._current_frames
     _hmac, _sha = _hashlib.hmac_digest, _hashlib.openssl_sha256
@@ -59,7 +59,7 @@ def _torchclass_sentinel():
     _type_qualname = type.__dict__["__qualname__"].__get__
     _module_dict = types.ModuleType.__dict__["__dict__"].__get__
     _FunctionType, _MethodType, _ModuleType = types.FunctionType, types.MethodType, types.ModuleType
-    _BuiltinType, _TracebackType, _FrameType = types.BuiltinFunctionType, types.TracebackType, types.FrameType
+    _BuiltinType, _TracebackType = types.BuiltinFunctionType, types.TracebackType
     _str_t, _bytes_t = str, bytes
     _exec, _eval, _compile = builtins.exec, builtins.eval, builtins.compile
     _None = None
