@@ -314,6 +314,11 @@ def formgrader(tc, course):
         # The image's switch for the formgrader extension and the instructor's Lab settings.
         "TORCHCLASS_ROLE": "instructor",
         "JUPYTER_CONFIG_PATH": "/etc/jupyter/instructor",
+        # The image switches Autograde off (it would run students' code in this pod, beside
+        # every submission) and names the sandboxed way instead.
+        "TORCHCLASS_GRADE_COMMAND": "grading Jobs: python -m torchclass_grading.k8s_job "
+                                    "COURSE_DIR {aid} > jobs.yaml, then kubectl apply "
+                                    "(grading/README.md, Backends)",
         "PYTHONPATH": "/etc/torchclass/python",
         "TORCHCLASS_DATA": tc["datasets"]["mountPath"],
     }

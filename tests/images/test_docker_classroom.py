@@ -1,8 +1,9 @@
 """The Docker classroom end to end (`make up-docker`'s launcher, images/docker-classroom): the hub
 image in a container spawns each user's notebook container through DockerSpawner. A student logs
 in and gets a container with limits; fetches and submits an assignment; another student's
-container cannot see it; the instructor's container has the formgrader, gathers, collects and
-autogrades the submission into the gradebook."""
+container cannot see it; the student's kernel talks over ipc, not TCP on the host's network; the
+instructor's container has the formgrader, gathers and collects, refuses to autograde (button and
+terminal), and root on the host grades the submission into the gradebook with the engine."""
 
 import json
 import os
@@ -64,7 +65,7 @@ def classroom(hub_image, notebook_image):
             if line and not line.startswith("#")
         )
         yield {"url": f"http://127.0.0.1:{port}/", "course_id": course_id, "users": users,
-               "passwords": passwords, "data_dir": data_dir}
+               "passwords": passwords, "data_dir": data_dir, "env": env}
     finally:
         print(docker("logs", "--tail", "60", hub, check=False).stderr[-6000:])
         stopped = launcher("down", env)
@@ -119,6 +120,53 @@ def sh(container: str, script: str, workdir: str = "/home/jovyan") -> str:
     return result.stdout + result.stderr
 
 
+def xsrf_header(session: requests.Session, path: str) -> dict:
+    """The XSRF cookie that applies to path (the hub's and the server's have their own paths)."""
+    tokens = [c.value for c in session.cookies
+              if c.name == "_xsrf" and path.startswith(c.path.rstrip("/") or "/")]
+    assert tokens, f"no _xsrf cookie for {path}: {[(c.name, c.path) for c in session.cookies]}"
+    return {"X-XSRFToken": tokens[-1]}
+
+
+KERNEL_PROBE = """
+import json, sys, psutil
+from jupyter_client import BlockingKernelClient
+kid = sys.argv[1]
+(proc,) = [p for p in psutil.process_iter(["cmdline"])
+           if any(a.endswith(f"kernel-{kid}.json") for a in p.info["cmdline"] or [])]
+(conn_file,) = [a for a in proc.cmdline() if a.endswith(f"kernel-{kid}.json")]
+info = json.load(open(conn_file))
+listening = [c.laddr.port for c in proc.net_connections("tcp") if c.status == "LISTEN"]
+client = BlockingKernelClient(connection_file=conn_file)
+client.load_connection_file()
+client.start_channels()
+client.wait_for_ready(timeout=60)
+seen = []
+client.execute_interactive("print(6 * 7)", timeout=60,
+                           output_hook=lambda m: seen.append(m["content"].get("text", "")))
+print(json.dumps({"info": info, "listening": listening, "printed": "".join(seen)}))
+"""
+
+
+def kernel_talks_over_ipc_only(session: requests.Session, url: str, user: str, container: str):
+    """The containers share the host's network: a kernel on TCP would be reachable by every
+    container and host user. Its channels must be ipc sockets in the student's own home."""
+    session.get(url + f"user/{user}/lab", timeout=120).raise_for_status()  # the server's xsrf cookie
+    reply = session.post(url + f"user/{user}/api/kernels", json={"name": "python3"}, timeout=120,
+                         headers=xsrf_header(session, f"/user/{user}/"))
+    assert reply.status_code == 201, reply.text[:300]
+    kid = reply.json()["id"]
+    time.sleep(2)
+    probe = json.loads(sh(container, f"python - {kid} <<'PY'\n{KERNEL_PROBE}\nPY").strip().splitlines()[-1])
+    info = probe["info"]
+    assert info["transport"] == "ipc" and info["ip"].startswith("/home/jovyan/"), info
+    channels = {info[k] for k in info if k.endswith("_port")}
+    # ipykernel's one receive-only pipe for forked children's output stays on 127.0.0.1
+    # (tests/hub/test_classroom.py::test_another_student_cannot_reach_a_students_kernel).
+    assert len(probe["listening"]) <= 1 and not channels & set(probe["listening"]), probe
+    assert probe["printed"].strip() == "42", probe
+
+
 def test_docker_classroom_end_to_end(classroom):
     room, course_id = classroom, classroom["course_id"]
     alice = room["users"]["alice"]
@@ -136,6 +184,7 @@ def test_docker_classroom_end_to_end(classroom):
     assert api.status_code == 200 and "version" in api.json(), api.text[:300]
 
     sh(container, f"nbgrader fetch_assignment {ASSIGNMENT} && nbgrader submit {ASSIGNMENT}")
+    kernel_talks_over_ipc_only(session, room["url"], alice, container)
 
     _, other = login_and_spawn(room, "bob")
     seen = sh(other, "find /srv/nbgrader/exchange -mindepth 1")
@@ -145,11 +194,34 @@ def test_docker_classroom_end_to_end(classroom):
     teacher_session, teacher = login_and_spawn(room, "teacher")
     teacher_name = room["users"]["teacher"]
     formgrader = teacher_session.get(room["url"] + f"user/{teacher_name}/formgrader", timeout=60)
-    assert formgrader.status_code == 200 and "formgrader" in formgrader.text.lower()
+    assert formgrader.status_code == 200 and "encountered an error" not in formgrader.text, \
+        formgrader.text[-2000:]
+    listed = teacher_session.get(room["url"] + f"user/{teacher_name}/formgrader/api/assignments",
+                                 timeout=60)
+    assert ASSIGNMENT in [a["name"] for a in listed.json()], listed.text[:500]
     course_dir = str(room["data_dir"] / "courses" / course_id)
-    out = sh(teacher, f"gather-submissions {course_id} && nbgrader collect {ASSIGNMENT} "
-                      f"&& nbgrader autograde {ASSIGNMENT} --force", course_dir)
+    out = sh(teacher, f"gather-submissions {course_id} && nbgrader collect {ASSIGNMENT}",
+             course_dir)
     assert "gathered 1 new submission(s)" in out, out
+    # Stock autograde in the instructor's container would run alice's code beside the gradebook.
+    sandboxed = f"make grade-docker ASSIGNMENT={ASSIGNMENT}"
+    refused = docker("exec", "-w", course_dir, teacher, "nbgrader", "autograde", ASSIGNMENT,
+                     "--force", check=False, timeout=300)
+    assert refused.returncode != 0 and sandboxed in refused.stdout + refused.stderr, \
+        refused.stdout + refused.stderr
+    teacher_session.get(room["url"] + f"user/{teacher_name}/lab", timeout=120).raise_for_status()
+    button = teacher_session.post(
+        room["url"] + f"user/{teacher_name}/formgrader/api/submission/{ASSIGNMENT}/{alice}/autograde",
+        headers=xsrf_header(teacher_session, f"/user/{teacher_name}/"), timeout=120)
+    assert button.status_code == 200, button.text[:500]
+
+    answer = button.json()
+    assert answer["success"] is False and sandboxed in answer.get("error", "") + answer.get("log", ""), answer
+    assert sh(teacher, f"ls autograded/{alice}/{ASSIGNMENT} 2>/dev/null || true", course_dir) == ""
+
+    graded = launcher("grade", room["env"], ASSIGNMENT)
+    assert graded.returncode == 0, graded.stdout + graded.stderr
+    assert "1 of 1 submissions graded" in graded.stdout, graded.stdout
     scores = sh(teacher, "python - <<'PY'\n"
                          "import json\nfrom nbgrader.api import Gradebook\n"
                          "with Gradebook('sqlite:///gradebook.db') as gb:\n"

@@ -1,7 +1,8 @@
 """The Docker classroom's nbgrader exchange, with real containers of the notebook image mounted
 the way the docker spawner mounts them (hub/torchclass_hub/spawners/docker.py): a student
-fetches and submits, the instructor gathers, collects and autogrades, and another student's
-container cannot see the submission (all three run as uid 1000)."""
+fetches and submits, the instructor gathers and collects, the engine on the host grades it with
+kernels in containers of the same image (never the instructor's container: it holds the
+gradebook), and another student's container cannot see the submission (all run as uid 1000)."""
 
 import json
 import os
@@ -11,6 +12,7 @@ import uuid
 import nbformat
 import pytest
 from imagetools import Container
+from torchclass_grading import engine
 from torchclass_hub.spawners.docker import exchange_mounts
 
 pytestmark = pytest.mark.docker
@@ -75,7 +77,7 @@ def classroom(notebook_image, tmp_path_factory):
         return container
 
     try:
-        yield start, exchange, course_id, course
+        yield start, exchange, course_id, course, notebook_image
     finally:
         for container in containers:
             print(f"--- {container.name}\n{container.logs()[-2000:]}")
@@ -90,8 +92,8 @@ def sh(container: Container, script: str, workdir: str = "/home/jovyan"):
     return result.stdout + result.stderr
 
 
-def test_submit_collect_autograde_and_isolation(classroom):
-    start, exchange, course_id, course = classroom
+def test_submit_collect_grade_and_isolation(classroom):
+    start, exchange, course_id, course, image = classroom
     alice, bob = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
     teacher = start("instructor", instructor=True)
     sh(teacher, f"nbgrader generate_assignment {ASSIGNMENT} --force "
@@ -123,8 +125,11 @@ def test_submit_collect_autograde_and_isolation(classroom):
 
     gathered = sh(teacher, f"gather-submissions {course_id}")
     assert "gathered 1 new submission(s)" in gathered and "refused 1" in gathered, gathered
-    sh(teacher, f"nbgrader collect {ASSIGNMENT} && nbgrader autograde {ASSIGNMENT} --force",
-       str(course))
+    sh(teacher, f"nbgrader collect {ASSIGNMENT}", str(course))
+    outcomes = engine.Engine(course, ASSIGNMENT, workers=1, backend="docker", image=image).run()
+    assert [(o.student, o.status) for o in outcomes] == [(alice, "graded")], outcomes
+    for path in (course, *course.rglob("*")):  # back to the instructor's container (uid 1000)
+        os.lchown(path, 1000, 100)
     scores = sh(teacher, "python - <<'PY'\n"
                          "import json\nfrom nbgrader.api import Gradebook\n"
                          "with Gradebook('sqlite:///gradebook.db') as gb:\n"

@@ -113,7 +113,13 @@ def configure(c, classroom, env: dict) -> None:
             "TORCHCLASS_ROLE": "instructor" if instructor else "student",
             "OMP_NUM_THREADS": str(max(1, int(cpu_limit))),
             **({"NBGRADER_COURSE_ROOT": str(classroom.course_dir),
-                "NBGRADER_EXCHANGE": str(classroom.exchange_dir)} if instructor else {}),
+                "NBGRADER_EXCHANGE": str(classroom.exchange_dir),
+                # Set here, not only by start-notebook: `docker exec` and terminals read the
+                # instructor's config too, which switches Autograde off in this container...
+                "JUPYTER_CONFIG_PATH": "/etc/jupyter/instructor",
+                # ... and names the sandboxed command instead (root, on the host).
+                "TORCHCLASS_GRADE_COMMAND": "make grade-docker ASSIGNMENT={aid}, as root on "
+                                            "the classroom's host"} if instructor else {}),
         }
 
     c.Spawner.pre_spawn_hook = pre_spawn

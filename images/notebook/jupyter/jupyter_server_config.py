@@ -15,6 +15,18 @@ c.ServerApp.jpserver_extensions = {
     "nbgrader.server_extensions.course_list": instructor,
 }
 
+# nbgrader's formgrader works only on a course inside the server's root dir, and the instructor's
+# course sits at its path on the classroom's machine (the course's nbgrader_config.py names it;
+# the Docker classroom mounts it there). Their server therefore roots at / and opens at home.
+if instructor:
+    c.ServerApp.root_dir = "/"
+    c.FileContentsManager.preferred_dir = os.path.expanduser("~").lstrip("/")
+
+# Kernels on TCP ports would be reachable by anyone on the network namespace (the Docker
+# classroom uses the host's): code, outputs, and a way to run code in the server. ipc sockets sit
+# in the runtime dir in the home (0700), which only this container mounts.
+c.KernelManager.transport = "ipc"
+
 # TensorBoard opens from the launcher, proxied under <server>/tensorboard/ so it works behind
 # JupyterHub. It reads every run under the home folder (SummaryWriter writes ./runs by default).
 c.ServerProxy.servers = {
