@@ -29,7 +29,7 @@ from pathlib import Path
 
 import nbformat
 
-from torchclass_grading import engine
+from torchclass_grading.engine import INTEGRITY, state
 from torchclass_grading.scrub import Redactor
 
 MESSAGE_CHARS = 300      # of one error message kept in the report
@@ -85,8 +85,8 @@ class Row:
 
     @property
     def integrity(self) -> list[str]:
-        """The problems that are evidence of tampering with the grader (engine.INTEGRITY)."""
-        return [p for p in self.problems if f"{engine.INTEGRITY}:" in p]
+        """The problems that are evidence of tampering with the grader (engine INTEGRITY)."""
+        return [p for p in self.problems if f"{INTEGRITY}:" in p]
 
 
 @dataclass
@@ -188,14 +188,13 @@ def build(course_dir, assignment: str) -> Report:
     for student in sorted(set(roster) | on_disk | set(scores)):
         row = Row(student, GRADED if student in scores else
                   NOT_GRADED if student in on_disk else NO_SUBMISSION)
-        state = engine.read_state(course_dir / engine.STATE / assignment / f"{student}.done")
-        if state:
-            row.problems = [redact(str(p)) for p in state["problems"]]
-            row.seconds = float(state["seconds"])
-            if state["status"] == "error":
+        done = state.submission_state(course_dir, assignment, student)
+        if done:
+            row.problems = [redact(str(p)) for p in done["problems"]]
+            row.seconds = float(done["seconds"])
+            if done["status"] == "error":
                 row.status = ERROR
-            elif student in on_disk and \
-                    state["stamp"] != engine._timestamp(submitted / student / assignment):
+            elif student in on_disk and not done["current"]:
                 row.status = STALE
                 row.problems.append("submitted again since it was graded: grade it again")
         if student in scores:
