@@ -59,9 +59,7 @@ RESULTS_CLAIM = "torchclass-grading-results"
 CONFIGMAP_MAX = 1_000_000      # a ConfigMap holds at most 1 MiB (keys included)
 LABEL_PART_OF = {"app.kubernetes.io/part-of": "torchclass"}
 RUNNER_MODULES = ("__init__.py", "sandbox.py", "kernel_sentinel.py", "scrub.py", "k8s_job.py",
-                  *(f"engine/{m}" for m in ("__init__.py", "backends.py", "common.py", "core.py",
-                                            "kernel_env.py", "prepare.py", "record.py", "run.py",
-                                            "state.py")))
+                  *sorted(f"engine/{p.name}" for p in Path(__file__).with_name("engine").glob("*.py")))
 # The kernel container's PID 1: rlimits, then the kernel once the runner has written its
 # connection file, ended when the runner says it is done.
 KERNEL_MAIN = f"""\
