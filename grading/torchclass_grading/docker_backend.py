@@ -31,6 +31,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from torchclass_grading.engine.backends import KernelBackend
 from torchclass_grading.sandbox import (
     STATE_DIR,
     Limits,
@@ -76,8 +77,8 @@ def _owner(pid: int) -> str:
     return f"{os.uname().nodename}:{pid}:{process_start_time(pid)}"
 
 
-class DockerSlot:
-    """One grading worker's containers: the same interface as sandbox.Slot."""
+class DockerSlot(KernelBackend):
+    """One grading worker's containers (the engine's KernelBackend "docker")."""
 
     def __init__(self, limits: Limits, env: dict[str, str], hide=(), preload=(),
                  image: str | None = None, cpus: float = 1.0, uid: int = SANDBOX_UID):
@@ -93,7 +94,6 @@ class DockerSlot:
         # caller can still run containers (docker group), as itself.
         self.root = os.geteuid() == 0
         self.uid, self.gid = (uid, uid) if self.root else (os.getuid(), os.getgid())
-        self.isolated = True
         self.owner = _owner(os.getpid())
         self._containers: dict[Path, list[str]] = {}
         probe = self._docker("image", "inspect", "--format", "{{.Id}}", self.image)

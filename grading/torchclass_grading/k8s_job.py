@@ -14,7 +14,7 @@ cells, hidden tests included, restored from the gradebook). Each notebook become
 pod has two containers of the course image and no network (a NetworkPolicy denies all
 ingress and egress to grading pods):
 
-- `runner` (uid 1000): the engine's notebook runner (engine.execute, the same code as the
+- `runner` (uid 1000): the engine's notebook runner (engine.run.execute, the same code as the
   local and Docker backends). It alone mounts the prepared notebook (a ConfigMap of its own,
   so no pod sees another student's work) and the results volume, where it writes the executed
   notebook;
@@ -46,6 +46,8 @@ import sys
 import time
 from pathlib import Path
 
+from torchclass_grading.engine.backends import KernelBackend
+
 KERNEL_UID = 61000
 RUNNER_UID = 1000
 GID = 100                      # both containers' group: the kernel's sockets are group-writable
@@ -56,8 +58,8 @@ RESULTS_DIR = "/results"
 RESULTS_CLAIM = "torchclass-grading-results"
 CONFIGMAP_MAX = 1_000_000      # a ConfigMap holds at most 1 MiB (keys included)
 LABEL_PART_OF = {"app.kubernetes.io/part-of": "torchclass"}
-RUNNER_MODULES = ("__init__.py", "engine.py", "sandbox.py", "kernel_sentinel.py", "scrub.py",
-                  "k8s_job.py")
+RUNNER_MODULES = ("__init__.py", "sandbox.py", "kernel_sentinel.py", "scrub.py", "k8s_job.py",
+                  *sorted(f"engine/{p.name}" for p in Path(__file__).with_name("engine").glob("*.py")))
 # The kernel container's PID 1: rlimits, then the kernel once the runner has written its
 # connection file, ended when the runner says it is done.
 KERNEL_MAIN = f"""\
@@ -90,6 +92,11 @@ class JobError(ValueError):
 
 
 # ---------------------------------------------------------------- building the manifests
+
+
+def _code_key(module: str) -> str:
+    """A runner module's key in the code ConfigMap (keys cannot hold a /)."""
+    return module.replace("/", "--")
 
 
 def _render():
@@ -180,12 +187,12 @@ def build(course_dir, aid: str, image: str | None = None, classroom: str | None 
                   "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": []}},
         {"apiVersion": "v1", "kind": "ConfigMap",
          "metadata": {"name": code_name, **ns, "labels": {**LABEL_PART_OF, **selector}},
-         "data": {m: (here / m).read_text() for m in RUNNER_MODULES}},
+         "data": {_code_key(m): (here / m).read_text() for m in RUNNER_MODULES}},
     ]
     for student in eng.students():
         out = Outcome(student)
         for nb_name in eng.notebooks:
-            text = eng._prepare(student, nb_name, out)
+            text = eng.prepare(student, nb_name, out)
             if text is None:
                 continue
             try:
@@ -202,7 +209,7 @@ def build(course_dir, aid: str, image: str | None = None, classroom: str | None 
 def _submission(eng, student, nb_name, text, *, image, pool, resources, ns, datasets, labels,
                 code_name) -> list[dict]:
     name = dns_name("tcgrade", eng.aid, student, nb_name)
-    files = eng._files(student)
+    files = eng.files(student)
     job = {"cell_timeout": eng.cell_timeout, "notebook_timeout": eng.notebook_timeout,
            "max_output": eng.max_output, "torch": eng.torch,
            "files": [[f"f{i}", rel] for i, (_, rel) in enumerate(files)],
@@ -271,7 +278,9 @@ def _submission(eng, student, nb_name, text, *, image, pool, resources, ns, data
             {"name": "kernel-tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
             {"name": "runner-tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
             {"name": "submission", "configMap": {"name": name}},
-            {"name": "code", "configMap": {"name": code_name}},
+            # A ConfigMap's keys are flat: items put the engine package's modules in engine/.
+            {"name": "code", "configMap": {"name": code_name, "items": [
+                {"key": _code_key(m), "path": m} for m in RUNNER_MODULES]}},
             {"name": "results", "persistentVolumeClaim": {"claimName": RESULTS_CLAIM}},
             {"name": "datasets", "persistentVolumeClaim": {"claimName": datasets["claimName"],
                                                            "readOnly": True}},
@@ -306,11 +315,9 @@ def dump(docs: list[dict]) -> str:
 # ---------------------------------------------------------------- inside the pod (runner)
 
 
-class PodSlot:
-    """engine.execute's sandbox interface for the runner container: the kernel is the other
-    container, so `kernel_cmd` starts a stand-in that tells it to start and relays interrupts."""
-
-    isolated = True
+class PodSlot(KernelBackend):
+    """The engine's KernelBackend for the runner container: the kernel is the other container,
+    so `kernel_cmd` starts a stand-in that tells it to start and relays interrupts."""
 
     def launch(self, connection_file: str, scratch: Path, startup: list[str]) -> None:
         """Not forked: the engine starts the stand-in of `kernel_cmd`."""
@@ -360,14 +367,13 @@ def attach(connection_file: str) -> int:
 
 def run(grading_dir: str, out_dir: str) -> int:
     """Execute the prepared notebook with the engine's runner; write it and its notes."""
-    from torchclass_grading import engine
+    from torchclass_grading.engine import execute
 
     src = Path(grading_dir)
     job = json.loads((src / "job.json").read_text())
     job["nb"] = (src / "notebook.ipynb").read_text()
     job["files"] = [(str(src / key), rel) for key, rel in job["files"]]
-    engine._slot = PodSlot()
-    result = engine.execute(job)
+    result = execute(job, backend=PodSlot())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{job['notebook']}.ipynb").write_text(result.pop("nb"))
@@ -381,7 +387,7 @@ def run(grading_dir: str, out_dir: str) -> int:
 def record(course_dir, aid: str, results_dir) -> list:
     """Record the executed notebooks the Jobs left in RESULTS_DIR/<aid>/<student>/ with
     nbgrader's Autograde, as the engine does; a submission without results is reported."""
-    from torchclass_grading.engine import Engine, Outcome, _timestamp
+    from torchclass_grading.engine import Engine, Outcome, submission_stamp
 
     eng = Engine(course_dir, aid, progress=None)
     outcomes = []
@@ -389,7 +395,7 @@ def record(course_dir, aid: str, results_dir) -> list:
         out = Outcome(student)
         executed = {}
         for nb_name in eng.notebooks:
-            if eng._prepare(student, nb_name, out) is None:
+            if eng.prepare(student, nb_name, out) is None:
                 continue
             base = Path(results_dir) / aid / student / nb_name
             if not base.with_suffix(".ipynb").is_file():
@@ -399,8 +405,8 @@ def record(course_dir, aid: str, results_dir) -> list:
             notes = json.loads(base.with_suffix(".json").read_text())
             out.problems += [f"{nb_name}: {n}" for n in notes["notes"]]
             out.seconds += notes["seconds"]
-        stamp = _timestamp(eng.course_dir / "submitted" / student / aid)
-        eng._finish(student, stamp, executed, out)
+        stamp = submission_stamp(eng.course_dir / "submitted" / student / aid)
+        eng.finish(student, stamp, executed, out)
         outcomes.append(out)
     return outcomes
 

@@ -1,4 +1,4 @@
-# Run in every grading kernel at startup, before any student code (engine.py sends this file's
+# Run in every grading kernel at startup, before any student code (engine/run.py sends this file's
 # text as the kernel's last startup line). grading/README.md ("Grades student code cannot
 # forge") gives the design; in short:
 #

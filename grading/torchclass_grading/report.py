@@ -28,8 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import nbformat
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 
-from torchclass_grading import engine
+from torchclass_grading.engine import INTEGRITY, state
 from torchclass_grading.scrub import Redactor
 
 MESSAGE_CHARS = 300      # of one error message kept in the report
@@ -85,8 +87,8 @@ class Row:
 
     @property
     def integrity(self) -> list[str]:
-        """The problems that are evidence of tampering with the grader (engine.INTEGRITY)."""
-        return [p for p in self.problems if f"{engine.INTEGRITY}:" in p]
+        """The problems that are evidence of tampering with the grader (engine INTEGRITY)."""
+        return [p for p in self.problems if f"{INTEGRITY}:" in p]
 
 
 @dataclass
@@ -188,14 +190,13 @@ def build(course_dir, assignment: str) -> Report:
     for student in sorted(set(roster) | on_disk | set(scores)):
         row = Row(student, GRADED if student in scores else
                   NOT_GRADED if student in on_disk else NO_SUBMISSION)
-        state = engine.read_state(course_dir / engine.STATE / assignment / f"{student}.done")
-        if state:
-            row.problems = [redact(str(p)) for p in state["problems"]]
-            row.seconds = float(state["seconds"])
-            if state["status"] == "error":
+        done = state.submission_state(course_dir, assignment, student)
+        if done:
+            row.problems = [redact(str(p)) for p in done["problems"]]
+            row.seconds = float(done["seconds"])
+            if done["status"] == "error":
                 row.status = ERROR
-            elif student in on_disk and \
-                    state["stamp"] != engine._timestamp(submitted / student / assignment):
+            elif student in on_disk and not done["current"]:
                 row.status = STALE
                 row.problems.append("submitted again since it was graded: grade it again")
         if student in scores:
@@ -268,8 +269,6 @@ def write_csv(report: Report, path: Path) -> Path:
 
 # ---------------------------------------------------------------- HTML
 
-E = html.escape  # quote=True: safe in text and in attribute values
-
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2430;
 background:#f6f7f9}
@@ -301,55 +300,49 @@ svg text{font:12px system-ui,sans-serif;fill:#1d2430}
 """
 
 
-def _histogram_svg(bars: list[tuple[str, int]], max_score: float) -> str:
+def _histogram(bars: list[tuple[str, int]], max_score: float) -> dict:
+    """The score histogram's geometry, for the template's SVG."""
     w, h, left, bottom, top = 640, 240, 40, 36, 14
     plot_w, plot_h = w - left - 10, h - bottom - top
     peak = max([c for _, c in bars] + [1])
     slot = plot_w / len(bars)
-    parts = [(f'<svg id="histogram" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-             f'viewBox="0 0 {w} {h}" role="img" aria-label="Score distribution">'),
-             (f'<line x1="{left}" y1="{top + plot_h}" x2="{w - 10}" y2="{top + plot_h}" '
-             'stroke="#8a93a2"/>')]
-    for tick in sorted({peak, peak // 2} - {0}):
-        y = top + plot_h * (1 - tick / peak)
-        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{w - 10}" y2="{y:.1f}" stroke="#eceef2"/>'
-                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick}</text>')
+    shapes = []
     for i, (label, count) in enumerate(bars):
         bh = plot_h * count / peak
         x = left + i * slot + slot * 0.12
-        bw = slot * 0.76
-        y = top + plot_h - bh
-        parts.append(
-            f'<rect class="bar" data-label="{E(label)}" data-count="{count}" x="{x:.1f}" '
-            f'y="{y:.1f}" width="{bw:.1f}" height="{bh:.1f}" fill="#3f6fb5" rx="2">'
-            f'<title>{E(label)} points: {count} student{"" if count == 1 else "s"}</title></rect>')
-        if count:
-            parts.append(f'<text x="{x + bw / 2:.1f}" y="{y - 4:.1f}" text-anchor="middle">'
-                         f'{count}</text>')
-        parts.append(f'<text x="{x + bw / 2:.1f}" y="{top + plot_h + 16}" '
-                     f'text-anchor="middle">{E(label)}</text>')
-    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{h - 4}" text-anchor="middle">'
-                 f'points (out of {_num(max_score)})</text></svg>')
-    return "".join(parts)
+        shapes.append({"label": label, "count": count, "x": x, "y": top + plot_h - bh,
+                       "w": slot * 0.76, "h": bh})
+    return {"w": w, "h": h, "left": left, "right": w - 10, "base": top + plot_h,
+            "mid": left + plot_w / 2, "max": _num(max_score), "bars": shapes,
+            "ticks": [(t, top + plot_h * (1 - t / peak)) for t in sorted({peak, peak // 2} - {0})]}
 
 
-def _rate_bar(cell: Cell) -> str:
-    w, h = 220, 14
-    parts = [(f'<svg class="rate" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
-             f'xmlns="http://www.w3.org/2000/svg">')]
-    x = 0.0
+def _rates(cell: Cell) -> list[tuple[str, float, float]]:
+    """A cell's full/partial/zero bar: (class, x, width) of each part, out of 220 px."""
+    parts, x = [], 0.0
     for cls, n in (("full", cell.full), ("partial", cell.partial), ("zero", cell.zero)):
         if n and cell.graded:
-            bw = w * n / cell.graded
-            parts.append(f'<rect class="{cls}" x="{x:.1f}" y="0" width="{bw:.1f}" height="{h}"/>')
-            x += bw
-    if not cell.graded:
-        parts.append(f'<rect x="0" y="0" width="{w}" height="{h}" fill="#eceef2"/>')
-    return "".join(parts) + "</svg>"
+            parts.append((cls, x, 220 * n / cell.graded))
+            x += 220 * n / cell.graded
+    return parts
 
 
 def _pct(n: int, d: int) -> str:
     return f"{100 * n / d:.0f}%" if d else "–"
+
+
+def _escape(value) -> str:
+    """Every value the template prints, escaped (quote=True: safe in text and attribute values),
+    unless it is Markup (the page's own CSS)."""
+    return value if isinstance(value, Markup) else html.escape(str(value))
+
+
+def _template():
+    env = Environment(loader=FileSystemLoader(Path(__file__).parent),
+                      autoescape=False, finalize=_escape, trim_blocks=True,
+                      lstrip_blocks=True, keep_trailing_newline=True, undefined=StrictUndefined)
+    env.filters["f1"] = lambda x: f"{x:.1f}"
+    return env.get_template("report.html.j2")
 
 
 def render_html(report: Report) -> str:
@@ -375,97 +368,28 @@ def render_html(report: Report) -> str:
     missing = sum(r.status == NO_SUBMISSION for r in report.rows)
     if missing:
         cards.append((missing, "on the roster, no submission", False))
-    out = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{E(report.assignment)}: grading report</title><style>{CSS}</style></head>",
-        "<body><main>",
-        f"<h1>{E(report.assignment)}: grading report</h1>",
-        (f'<p class="sub">Generated {E(report.generated)} from the gradebook in '
-        f"{E(str(report.course_dir))}. Error messages show only the exception, never the test "
-        "code.</p>"),
-        (f'<p class="sub">Every score, one row per student: <a href="{E(report.csv_name)}">'
-         f"{E(report.csv_name)}</a> (beside this page).</p>"),
-        '<div class="cards">',
-        *(f'<div class="card{" warn" if warn else ""}"><b>{E(str(v))}</b><span>{E(label)}</span>'
-          "</div>" for v, label, warn in cards),
-        "</div>",
-        "<section><h2>Score distribution</h2>",
-        _histogram_svg(report.histogram(), report.max_score) if graded
-        else '<p class="empty">Nothing graded yet.</p>',
-        "</section>",
-        '<section id="pass-rates"><h2>Test cells, hardest first</h2>',
-        ('<p class="legend"><span><i class="sw full"></i>full points</span>'
-        '<span><i class="sw partial"></i>partial</span><span><i class="sw zero"></i>zero</span></p>'),
-        ('<table><thead><tr><th>cell</th><th class="n">points</th><th class="n">mean</th>'
-        '<th class="n">full</th><th class="n">partial</th><th class="n">zero</th><th></th>'
-        "</tr></thead><tbody>"),
-    ]
+    rows = []
     for i, c in enumerate(hardest):
-        flag = i == 0 and c.mean_fraction < 1 and len(hardest) > 1
         mean = c.total / c.graded if c.graded else None
-        out.append(
-            f'<tr class="cell-row{" hardest" if flag else ""}" data-cell="{E(c.key)}" '
-            f'data-full="{c.full}" data-partial="{c.partial}" data-zero="{c.zero}">'
-            f'<td>{E(c.key)}{"<span class=tag>hardest</span>" if flag else ""}</td>'
-            f'<td class="n">{_num(c.max_score)}</td><td class="n">{_num(mean and round(mean, 2))}'
-            f'</td><td class="n">{c.full} ({_pct(c.full, c.graded)})</td>'
-            f'<td class="n">{c.partial} ({_pct(c.partial, c.graded)})</td>'
-            f'<td class="n">{c.zero} ({_pct(c.zero, c.graded)})</td><td>{_rate_bar(c)}</td></tr>')
-    out.append("</tbody></table></section>")
-
-    out.append('<section id="failures"><h2>Most common failures per test cell</h2>')
-    any_failure = False
+        rows.append((c, i == 0 and c.mean_fraction < 1 and len(hardest) > 1,
+                     mean and round(mean, 2)))
+    failures = []
     for c in hardest:
         if not c.failures:
             continue
-        any_failure = True
         ranked = sorted(c.failures.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-        out.append(f'<h3>{E(c.key)}</h3><table class="failures" data-cell="{E(c.key)}"><thead>'
-                   '<tr><th class="n">students</th><th>error</th><th>who</th></tr></thead><tbody>')
-        for msg, who in ranked[:TOP_MESSAGES]:
-            names = ", ".join(who[:NAMED_STUDENTS])
-            more = f" and {len(who) - NAMED_STUDENTS} more" if len(who) > NAMED_STUDENTS else ""
-            out.append(f'<tr><td class="n">{len(who)}</td><td class="msg">{E(msg)}</td>'
-                       f'<td class="who">{E(names)}{E(more)}</td></tr>')
+        shown = [(msg, len(who), ", ".join(who[:NAMED_STUDENTS]),
+                  f" and {len(who) - NAMED_STUDENTS} more" if len(who) > NAMED_STUDENTS else "")
+                 for msg, who in ranked[:TOP_MESSAGES]]
+        rest = None
         if len(ranked) > TOP_MESSAGES:
-            rest = sum(len(w) for _, w in ranked[TOP_MESSAGES:])
-            out.append(f'<tr><td class="n">{rest}</td><td colspan="2" class="who">'
-                       f"{len(ranked) - TOP_MESSAGES} other messages</td></tr>")
-        out.append("</tbody></table>")
-    if not any_failure:
-        out.append('<p class="empty">No test cell failed.</p>')
-    out.append("</section>")
-
-    out.append('<section id="problems"><h2>Submissions with problems</h2>')
-    if problems:
-        out.append('<table><thead><tr><th>student</th><th>status</th><th class="n">score</th>'
-                   "<th>problems</th></tr></thead><tbody>")
-        for r in problems:
-            items = "".join(f"<li>{E(p)}</li>" for p in r.problems)
-            flag = ' <strong class="flag">flagged: tampering</strong>' if r.integrity else ""
-            out.append(f'<tr class="problem" data-student="{E(r.student)}" '
-                       f'data-integrity="{"yes" if r.integrity else "no"}"><td>{E(r.student)}{flag}</td>'
-                       f'<td class="status-{E(r.status.replace(" ", "-"))}">{E(r.status)}</td>'
-                       f'<td class="n">{_num(r.total)}</td><td><ul class="problems">{items}</ul>'
-                       "</td></tr>")
-        out.append("</tbody></table>")
-    else:
-        out.append('<p class="empty">None: every submission was graded cleanly.</p>')
-    out.append("</section>")
-
-    out.append('<section id="students"><h2>All students</h2><table><thead><tr><th>student</th>'
-               '<th>status</th><th class="n">total</th>'
-               + "".join(f'<th class="n">{E(c.key)}</th>' for c in report.cells)
-               + '<th class="n">run time</th></tr></thead><tbody>')
-    for r in report.rows:
-        out.append(f'<tr class="student" data-student="{E(r.student)}"><td>{E(r.student)}</td>'
-                   f'<td class="status-{E(r.status.replace(" ", "-"))}">{E(r.status)}</td>'
-                   f'<td class="n">{_num(r.total)}</td>'
-                   + "".join(f'<td class="n">{_num(r.cells.get(c.key))}</td>' for c in report.cells)
-                   + f'<td class="n">{f"{r.seconds:.1f} s" if r.seconds else ""}</td></tr>')
-    out.append("</tbody></table></section></main></body></html>\n")
-    return "\n".join(out)
+            rest = (sum(len(w) for _, w in ranked[TOP_MESSAGES:]), len(ranked) - TOP_MESSAGES)
+        failures.append((c, shown, rest))
+    return _template().render(
+        r=report, css=Markup(CSS), cards=cards, num=_num, pct=_pct,
+        hist=_histogram(report.histogram(), report.max_score) if graded else None,
+        hardest=rows, rates={c.key: _rates(c) for c in report.cells}, failures=failures,
+        problems=problems)
 
 
 def write_report(course_dir, assignment: str, out_dir=None) -> tuple[Path, Path]:

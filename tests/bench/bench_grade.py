@@ -188,8 +188,8 @@ def run_engine(course: Path, aid: str, workers: int) -> dict:
                 spent[step] += time.monotonic() - t
         return wrapper
 
-    eng._prepare = timed("prepare", eng._prepare)
-    eng._record = timed("record", eng._record)
+    eng.prepare = timed("prepare", eng.prepare)
+    eng.record = timed("record", eng.record)
     before, cpu, own = load(), _cpu(), _self_cpu()
     t0 = time.monotonic()
     with LoadDuring() as during:
@@ -447,7 +447,7 @@ def main() -> int:
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
         "omp_num_threads": 1, "torch": torch.__version__, "sandboxed": os.geteuid() == 0,
         "commit": _git("rev-parse", "--short", "HEAD") + ("+dirty" if _git("status", "--porcelain") else ""),
-        "engine_commit": _git("log", "-1", "--format=%h %s", "--", "grading/torchclass_grading/engine.py"),
+        "engine_commit": _git("log", "-1", "--format=%h %s", "--", "grading/torchclass_grading/engine"),
     }
     print(f"== {n} submissions of {aid} on {cpus} CPUs, load {machine['load_average_before']}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ def test_a_grader_written_config_is_not_executed_by_root(grader_course):
         "c.Execute.timeout = __import__('os').getuid()\n"))
     os.chown(cfg, grader.pw_uid, grader.pw_gid)
 
-    loaded = engine._course_config(course)
+    loaded = engine.course_config(course)
 
     assert not marker.exists(), f"root executed the grader's config (wrote {marker})"
     assert loaded.ExecutePreprocessor.timeout == 77
@@ -54,7 +54,7 @@ def test_a_grader_written_config_is_not_executed_by_root(grader_course):
 
 def test_the_config_torchclass_writes_is_read_as_literals(grader_course):
     course, _, _ = grader_course
-    loaded = engine._course_config(course)
+    loaded = engine.course_config(course)
     assert loaded.CourseDirectory.course_id == "c1"
     assert loaded.CourseDirectory.root == str(course)
     assert loaded.ExecutePreprocessor.timeout == 60
@@ -68,4 +68,4 @@ def test_a_config_that_is_a_link_is_refused_with_its_name(grader_course):
     (course / "nbgrader_config.py").unlink()
     (course / "nbgrader_config.py").symlink_to(secret)
     with pytest.raises(engine.EngineError, match="nbgrader_config.py"):
-        engine._course_config(course)
+        engine.course_config(course)

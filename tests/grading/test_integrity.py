@@ -125,7 +125,7 @@ def test_hidden_tests_never_reach_the_graded_copy(local_run):
 def test_the_sentinel_reads_no_global_name():
     """Every function in the kernel's sentinel reads only its own and the outer function's
     names: a student's `len = ...` or `type = ...` in the notebook changes none of them."""
-    code = compile(Path(engine.__file__).with_name("kernel_sentinel.py").read_text(), "s", "exec")
+    code = compile(engine.SENTINEL_PATH.read_text(), "s", "exec")
     outer = next(c for c in code.co_consts if isinstance(c, types.CodeType))
     bad = []
 

@@ -226,10 +226,13 @@ def _volume_dirs(pod: dict, configmaps: dict, results: Path, root: Path) -> dict
             os.chmod(d, 0o2777)  # emptyDir: world-writable, fsGroup-owned, setgid
         elif "configMap" in vol:
             cm = configmaps[vol["configMap"]["name"]]
+            # Kubernetes puts each key at its item's path when the volume lists items.
+            paths = {i["key"]: i["path"] for i in vol["configMap"].get("items", [])}
             for key, text in cm.get("data", {}).items():
-                (d / key).write_text(text)
+                (d / paths.get(key, key)).parent.mkdir(parents=True, exist_ok=True)
+                (d / paths.get(key, key)).write_text(text)
             for key, b64 in cm.get("binaryData", {}).items():
-                (d / key).write_bytes(base64.b64decode(b64))
+                (d / paths.get(key, key)).write_bytes(base64.b64decode(b64))
             os.chmod(d, 0o755)
         elif vol["name"] == "results":
             d = results
