@@ -50,6 +50,7 @@ def _torchclass_sentinel():
     import _signal
     _getsignal, _setitimer, _getitimer = _signal.getsignal, signal.setitimer, signal.getitimer
     _timers = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
+    _setsignal, _SIGINT = _signal.signal, signal.SIGINT
     _func_code = types.FunctionType.__dict__["__code__"].__get__
     _func_closure = types.FunctionType.__dict__["__closure__"].__get__
     _func_dict = types.FunctionType.__dict__["__dict__"].__get__
@@ -379,7 +380,8 @@ def _torchclass_sentinel():
                 now = _getsignal(n)
             except (_ValueError, _OSError):
                 continue
-            if now is not handler and _callable(now) and not trusted_object(now):
+            if now is not handler and now is not deferred and _callable(now) and \
+                    not trusted_object(now):
                 found.append(f"a handler for signal {n} is student code")
         for which in _timers:
             if _getitimer(which) != (0.0, 0.0):
@@ -621,44 +623,65 @@ def _torchclass_sentinel():
     _format, _dumps = _traceback.format_exception, _json.dumps
     _sys, _ns, _join = sys, user_ns, "".join
 
+    def deferred(signum, frame):
+        """SIGINT while the grader's own part of a locked cell runs. The worker's interrupt
+        for a cell past its time can arrive late, after that cell ended (a loaded machine): raised
+        here it would break the seal and show the grader's frames to IPython's traceback, which
+        reads as tampering. It is dropped: the cell it was meant for is over."""
+
     def run(nonce, source, names=(), graded=True):
-        status, ename, result_text, had_stderr = "ok", "", "", False
-        evalue, tb, out, err = "", [], out_class(), out_class()
-        saved = (_sys.stdout, _sys.stderr)
         try:
-            audit("torchclass.begin", nonce)
-        except _BaseException as exc:
-            status, ename, evalue = "stopped", "IntegrityError", _str(exc)
-        if status == "ok":
-            _sys.stdout, _sys.stderr = out, err
+            interrupt = _setsignal(_SIGINT, deferred)  # ipykernel's handler while a cell runs
+        except (_ValueError, _TypeError):  # not the main thread: a forged call, noted below
+            interrupt = _None
+        try:
+            status, ename, result_text, had_stderr = "ok", "", "", False
+            evalue, tb, out, err = "", [], out_class(), out_class()
+            saved = (_sys.stdout, _sys.stderr)
             try:
-                tree = _compile(source, "<locked cell>", "exec", _ONLY_AST)
-                last = tree.body.pop() if tree.body and _type(tree.body[-1]) is _Expr else _None
-                _exec(_compile(tree, "<locked cell>", "exec"), _ns)
-                if last is not _None:
-                    value = _eval(_compile(_Expression(last.value), "<locked cell>", "eval"), _ns)
-                    if value is not _None:
-                        result_text = _repr(value)  # noqa: F841 (the hook reads it)
+                audit("torchclass.begin", nonce)
             except _BaseException as exc:
-                status, ename = "error", _type(exc).__name__  # noqa: F841 (the hook reads it)
+                status, ename, evalue = "stopped", "IntegrityError", _str(exc)
+            if status == "ok":
+                _sys.stdout, _sys.stderr = out, err
                 try:
-                    evalue = _str(exc)
-                    # From the cell's own frame on: this function's frame is not for reading.
-                    tb = _format(_type(exc), exc, exc.__traceback__.tb_next)
-                except _BaseException:
-                    evalue, tb = "(unprintable)", []
-            finally:
-                _sys.stdout, _sys.stderr = saved
-            had_stderr = _len(err.parts) > 0  # noqa: F841 (the hook reads it)
-        audit("torchclass.end", nonce)
-        # What the student and the instructor read; the verdict is the signed part above.
-        try:
-            fd = _open(results + nonce + ".txt", _O_NEW, 0o640)
-            _write(fd, _dumps({"stdout": _join(out.parts), "stderr": _join(err.parts),
-                               "evalue": evalue, "traceback": tb}).encode())
-            _close(fd)
-        except (_OSError, _TypeError, _ValueError):
-            pass
+                    tree = _compile(source, "<locked cell>", "exec", _ONLY_AST)
+                    last = tree.body.pop() if tree.body and _type(tree.body[-1]) is _Expr else _None
+                    code = _compile(tree, "<locked cell>", "exec")
+                    if interrupt is not _None:
+                        _setsignal(_SIGINT, interrupt)  # the cell's own code may be interrupted
+                    try:
+                        _exec(code, _ns)
+                        if last is not _None:
+                            value = _eval(_compile(_Expression(last.value), "<locked cell>", "eval"), _ns)
+                            if value is not _None:
+                                result_text = _repr(value)  # noqa: F841 (the hook reads it)
+                    finally:
+                        if interrupt is not _None:
+                            _setsignal(_SIGINT, deferred)
+                except _BaseException as exc:
+                    status, ename = "error", _type(exc).__name__  # noqa: F841 (the hook reads it)
+                    try:
+                        evalue = _str(exc)
+                        # From the cell's own frame on: this function's frame is not for reading.
+                        tb = _format(_type(exc), exc, exc.__traceback__.tb_next)
+                    except _BaseException:
+                        evalue, tb = "(unprintable)", []
+                finally:
+                    _sys.stdout, _sys.stderr = saved
+                had_stderr = _len(err.parts) > 0  # noqa: F841 (the hook reads it)
+            audit("torchclass.end", nonce)
+            # What the student and the instructor read; the verdict is the signed part above.
+            try:
+                fd = _open(results + nonce + ".txt", _O_NEW, 0o640)
+                _write(fd, _dumps({"stdout": _join(out.parts), "stderr": _join(err.parts),
+                                   "evalue": evalue, "traceback": tb}).encode())
+                _close(fd)
+            except (_OSError, _TypeError, _ValueError):
+                pass
+        finally:
+            if interrupt is not _None:
+                _setsignal(_SIGINT, interrupt)
 
     collect(_func_code(_torchclass_sentinel_code[0]))  # noqa: F821 (set just below)
     holder["run"], holder["code"] = run, _func_code(run)

@@ -224,3 +224,64 @@ def test_a_planted_state_dir_is_refused(tmp_path):
     link.symlink_to(tmp_path / "elsewhere")
     with pytest.raises(sandbox.SandboxError, match="symbolic link"):
         sandbox.private_dir(link)
+
+
+LATE_INTERRUPT = r'''
+import hmac, os, signal, sys, threading
+from IPython.core.interactiveshell import InteractiveShell
+
+ip = InteractiveShell.instance()
+for callbacks in ip.events.callbacks.values():  # this script's shell is not a kernel's
+    callbacks.clear()
+os.chdir(sys.argv[2])
+os.mkdir(".seal")
+with open(".seal-key", "wb") as fh:
+    fh.write(b"k" * 32)
+phase = {"at": None}
+
+
+def deliver(event, args):
+    """Lets the pending SIGINT in exactly where the grader's own code runs."""
+    if event == phase["at"]:
+        phase["at"] = None
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+sys.addaudithook(deliver)
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as ipykernel has it while a cell runs
+exec(compile(open(sys.argv[1]).read(), "sentinel", "exec"), {"get_ipython": lambda: ip})
+run = sys.modules["_torchclass_sentinel"].run
+for i, at in enumerate(("torchclass.begin", "torchclass.end")):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    # The interrupt meant for a cell that already ended, pending on this (the kernel's) thread.
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+    phase["at"] = at
+    nonce = f"{i}" * 32
+    try:
+        run(nonce, f"answer{i} = 6 * 7")
+    except BaseException as exc:
+        print(f"{at}: {type(exc).__name__} escaped the grader's run")
+        continue
+    mac, data = open(f".seal/{nonce}", "rb").read().split(b"\n", 1)
+    assert hmac.compare_digest(mac, hmac.new(b"k" * 32, data, "sha256").hexdigest().encode())
+    status = data.split(bytes([31]))[3].decode()
+    print(f"{at}: {status} {ip.user_ns.get(f'answer{i}')}")
+print("handler kept:", signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+'''
+
+
+def test_an_interrupt_arriving_late_does_not_break_the_seal(tmp_path):
+    """The worker interrupts a cell past its time; on a loaded machine the SIGINT can land after
+    that cell ended, inside the grader's own part of the next locked cell. Raised there it broke
+    the seal (the cell counted as stopped by an IntegrityError) or escaped with the grader's frames
+    (flagged as reading them): an honest student accused of tampering. It must be dropped."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "late.py"
+    script.write_text(LATE_INTERRUPT)
+    proc = subprocess.run([sys.executable, str(script), str(engine.SENTINEL_PATH), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert proc.stdout.split("\n")[:3] == ["torchclass.begin: ok 42", "torchclass.end: ok 42",
+                                          "handler kept: True"], proc.stdout + proc.stderr[-3000:]
