@@ -18,7 +18,7 @@ import secrets
 import subprocess
 from pathlib import Path
 
-from .config import Classroom
+from torchclass_classroom import Classroom
 
 # scrypt cost: ~50 ms per login on one core, a million times that for a guesser.
 _N, _R, _P = 2**14, 8, 1
