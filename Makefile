@@ -48,7 +48,7 @@ test: install ## run the whole test suite (as root: provisions what it needs fir
 	@bash tests/provision tests
 	$(PY) -m pytest -n $(TEST_WORKERS) --durations=25 $(TEST_ARGS)
 
-lint: install ## lint Python, Dockerfiles, shell and YAML
+lint: install ## lint Python (ruff) and the Dockerfiles (hadolint)
 	$(VENV)/bin/ruff check hub grading course tests k8s images
 	$(VENV)/bin/hadolint --failure-threshold warning $$(find images -name Dockerfile)
 

@@ -1,7 +1,7 @@
 """JupyterHub configuration of a torchclass classroom.
 
 Layers, each overriding the one before:
-  1. torchclass defaults (torchclass_hub/schema.yaml defaults, torchclass_hub/hubconfig.py),
+  1. torchclass defaults (torchclass_classroom/schema.yaml defaults, torchclass_hub/hubconfig.py),
   2. the classroom file ($TORCHCLASS_CLASSROOM, default hub/classroom.yaml), validated by the
      schema, plus PORT/IP/data-dir overrides from the environment,
   3. hub/jupyterhub_config.d/*.py, run in sorted order with `c` and `classroom` in scope: the
@@ -18,7 +18,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent / "grading"))
 
-from torchclass_hub import config, hubconfig
+import torchclass_classroom as config
+from torchclass_hub import hubconfig
 
 c = get_config()  # noqa: F821
 classroom = config.load()

@@ -87,7 +87,7 @@ def classroom_values(path, below):
     site layer: on a cluster they are OAuth/LTI settings with secrets from the Secret."""
     try:
         # The hub's own loader: the same schema, defaults and error messages as `make up`.
-        from torchclass_hub.config import ConfigError, load
+        from torchclass_classroom import ConfigError, load
     except ImportError as err:
         raise ValuesError(f"{path}: reading a classroom file needs the hub package "
                           f"(hub/ on PYTHONPATH, as make sets it): {err}") from err

@@ -25,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from torchclass_hub import config, prepare
+import torchclass_classroom as config
 
 from . import engine, report
 from .course import Course, CourseError
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             course.add_source(args.assignment, projects[args.assignment])
             done = course.release(args.assignment, force=args.force)
-            prepare.exchange(classroom)
+            config.prepare_exchange(classroom)
             print(f"{args.assignment}: " + ("released" if done else
                                             "already released (use --force to replace it)"))
         elif args.command == "collect":

@@ -142,7 +142,7 @@ def _limits(classroom: str | None, values: dict) -> dict:
     su = values["jupyterhub"]["singleuser"]
     cpu, memory = su["cpu"]["limit"], su["memory"]["limit"]
     if classroom:
-        from torchclass_hub.config import ConfigError, load
+        from torchclass_classroom import ConfigError, load
 
         try:
             spawner = load(classroom, env={})["spawner"]

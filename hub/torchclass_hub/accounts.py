@@ -8,7 +8,6 @@ keeps only hashes, in a root-only file.
 from __future__ import annotations
 
 import base64
-import grp
 import hashlib
 import hmac
 import json
@@ -18,7 +17,7 @@ import secrets
 import subprocess
 from pathlib import Path
 
-from .config import Classroom
+from torchclass_classroom import Classroom
 
 # scrypt cost: ~50 ms per login on one core, a million times that for a guesser.
 _N, _R, _P = 2**14, 8, 1
@@ -124,6 +123,3 @@ def ensure_unix_users(classroom: Classroom) -> None:
     for user in classroom.users:
         ensure_unix_user(user)
 
-
-def group_of(name: str) -> str:
-    return grp.getgrgid(pwd.getpwnam(name).pw_gid).gr_name

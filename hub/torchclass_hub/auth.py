@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 
 from jupyterhub.auth import Authenticator
+from torchclass_classroom import Classroom, ConfigError
 from traitlets import Unicode
 
 from .accounts import check_password, read_hashes
-from .config import Classroom, ConfigError
 
 
 class RosterAuthenticator(Authenticator):

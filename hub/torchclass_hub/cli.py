@@ -26,8 +26,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import accounts, config, hubconfig, prepare
-from .config import HUB_DIR, REPO, VENV, Classroom, ConfigError
+import torchclass_classroom as config
+from torchclass_classroom import HUB_DIR, REPO, VENV, Classroom, ConfigError
+
+from . import accounts, hubconfig, prepare
 
 
 def _alive(pid: int) -> bool:

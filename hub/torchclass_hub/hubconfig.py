@@ -7,7 +7,7 @@ import os
 import socket
 from pathlib import Path
 
-from .config import HUB_DIR, VENV, Classroom
+from torchclass_classroom import HUB_DIR, VENV, Classroom
 
 
 def _free_port(avoid: set = frozenset()) -> int:

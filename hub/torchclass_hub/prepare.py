@@ -12,10 +12,10 @@ import pwd
 import shutil
 from pathlib import Path
 
+from torchclass_classroom import REPO, Classroom, prepare_exchange, stage_projects
 from torchclass_grading.course import Course
 
 from . import accounts, hubconfig
-from .config import REPO, Classroom, stage_projects
 
 STUDENT_LAB_DISABLED = [
     # Instructor tools: students keep only the assignment list (and validate button).
@@ -234,23 +234,8 @@ def student_server_trim(classroom: Classroom) -> None:
 
 
 def exchange(classroom: Classroom) -> None:
-    """The nbgrader exchange, tightened beyond nbgrader's own defaults.
-
-    nbgrader makes the root and inbound/ world-writable without the sticky bit, so anyone who
-    learns a directory name could rename or delete it. Here the root is root-owned 1777 and
-    inbound/ is the grader's 3733 (write-only for students, sticky: only a file's owner or the
-    grader may remove or rename it). nbgrader leaves existing directories' modes alone.
-    """
-    root = classroom.exchange_dir
-    root.mkdir(exist_ok=True)
-    os.chmod(root, 0o1777)
-    course = root / classroom.course_id
-    modes = {course: 0o755, course / "outbound": 0o755, course / "inbound": 0o3733,
-             course / "feedback": 0o711}
-    for path, mode in modes.items():
-        path.mkdir(exist_ok=True)
-        _owner(classroom, path, classroom.grader)
-        os.chmod(path, mode)
+    """The nbgrader exchange; its layout and modes belong to the classroom model."""
+    prepare_exchange(classroom)
 
 
 def grader_account(classroom: Classroom) -> None:

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 from classroom_fixture import REPO, TestClassroom
 from hubclient import HubClient
-from torchclass_hub.config import VENV
+from torchclass_classroom import VENV
 
 pytestmark = [pytest.mark.browser, pytest.mark.hub, pytest.mark.timeout(900)]
 

@@ -196,7 +196,8 @@ def classroom_course(graded, tmp_path):
     """A classroom file whose course dir is a copy of the graded course, owned by its grader."""
     if os.geteuid() != 0:
         pytest.skip("handing files to the grader account needs root (CI runs as root)")
-    from torchclass_hub import config, prepare
+    import torchclass_classroom as config
+    from torchclass_hub import prepare
 
     info = graded[0]
     prefix = "t" + uuid.uuid4().hex[:7]

@@ -19,8 +19,9 @@ for sub in ("hub", "grading", "course"):
     if str(REPO / sub) not in sys.path:
         sys.path.insert(0, str(REPO / sub))
 
+import torchclass_classroom as config
 from torchclass_grading.course import Course
-from torchclass_hub import cli, config
+from torchclass_hub import cli
 
 FIXTURE_ASSIGNMENTS = Path(__file__).resolve().parent / "fixtures" / "assignments"
 STAGE1 = "s1-linear-regression"

@@ -17,9 +17,9 @@ import time
 import pytest
 import requests
 import submissions
+import torchclass_classroom as config
 from classroom_fixture import assignment_under_test
 from hubclient import HubClient
-from torchclass_hub import config
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(600)]
 

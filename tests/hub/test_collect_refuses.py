@@ -12,8 +12,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torchclass_classroom as config
 import yaml
-from torchclass_hub import accounts, config, prepare
+from torchclass_hub import accounts, prepare
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
 

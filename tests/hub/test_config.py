@@ -5,9 +5,10 @@ import socket
 
 import jsonschema
 import pytest
+import torchclass_classroom as config
 import yaml
 from classroom_fixture import REPO
-from torchclass_hub import cli, config
+from torchclass_hub import cli
 
 pytestmark = pytest.mark.hub
 

@@ -1,7 +1,8 @@
 """The classroom file's spawner.type kubernetes sends `make up` to `make deploy`."""
 
 import pytest
-from torchclass_hub import config, spawners
+import torchclass_classroom as config
+from torchclass_hub import spawners
 from traitlets.config import Config
 
 pytestmark = pytest.mark.k8s

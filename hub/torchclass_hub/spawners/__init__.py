@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..config import Classroom, ConfigError
+from torchclass_classroom import Classroom, ConfigError
 
 
 def configure(c, classroom: Classroom, env: dict) -> None:

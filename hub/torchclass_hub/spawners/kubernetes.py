@@ -9,7 +9,7 @@ here by `make up` cannot run students' pods, so it stops with directions instead
 
 from __future__ import annotations
 
-from ..config import ConfigError
+from torchclass_classroom import ConfigError
 
 
 def configure(c, classroom, env: dict) -> None:

@@ -18,9 +18,8 @@ import textwrap
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner
+from torchclass_classroom import VENV, Classroom
 from traitlets import Unicode
-
-from ..config import VENV, Classroom
 
 
 def private_runtime_dir(env: dict) -> dict:

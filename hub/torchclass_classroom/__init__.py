@@ -1,4 +1,7 @@
-"""The classroom file: loading, layering and validation.
+"""The classroom model, the bottom layer above the course: the classroom file's loading,
+layering and validation, and the data dir's layout that hub and grading both read.
+
+It imports none of torchclass_hub, torchclass_grading or the k8s renderer.
 
 Layers, lowest first: the schema's defaults, the classroom file (hub/classroom.yaml or
 $TORCHCLASS_CLASSROOM), then environment overrides for the few things people change per run
@@ -14,13 +17,12 @@ import pwd
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import yaml
 
 PACKAGE = Path(__file__).resolve().parent
-HUB_DIR = PACKAGE.parent
+HUB_DIR = PACKAGE.parent  # hub/, where the default classroom file lives
 REPO = HUB_DIR.parent
 SCHEMA_FILE = PACKAGE / "schema.yaml"
 DEFAULT_CLASSROOM = HUB_DIR / "classroom.yaml"
@@ -276,5 +278,28 @@ def stage_projects(classroom: Classroom | None = None) -> dict[str, Path]:
     return found
 
 
-def as_jsonable(classroom: Classroom) -> dict[str, Any]:
-    return {"source": str(classroom.source), **classroom.settings}
+
+def _owner(path: Path, user: str) -> None:
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam(user)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def prepare_exchange(classroom: Classroom) -> None:
+    """The nbgrader exchange, tightened beyond nbgrader's own defaults.
+
+    nbgrader makes the root and inbound/ world-writable without the sticky bit, so anyone who
+    learns a directory name could rename or delete it. Here the root is root-owned 1777 and
+    inbound/ is the grader's 3733 (write-only for students, sticky: only a file's owner or the
+    grader may remove or rename it). nbgrader leaves existing directories' modes alone.
+    """
+    root = classroom.exchange_dir
+    root.mkdir(exist_ok=True)
+    os.chmod(root, 0o1777)
+    course = root / classroom.course_id
+    modes = {course: 0o755, course / "outbound": 0o755, course / "inbound": 0o3733,
+             course / "feedback": 0o711}
+    for path, mode in modes.items():
+        path.mkdir(exist_ok=True)
+        _owner(path, classroom.grader)
+        os.chmod(path, mode)

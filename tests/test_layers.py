@@ -1,0 +1,40 @@
+"""Imports follow the layer order course <- classroom <- grading <- hub <- images/k8s: a module
+may import its own layer or a lower one, never a higher one."""
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RANK = {"torchclass_course": 0, "torchclass_classroom": 1, "torchclass_grading": 2,
+        "torchclass_hub": 3}
+
+
+def _layer(path: Path) -> int:
+    for name, rank in RANK.items():
+        if name in path.parts:
+            return rank
+    return 4  # images/, k8s/, hub/jupyterhub_config*
+
+
+def _sources():
+    for folder in ("hub", "grading", "course", "k8s", "images"):
+        for path in (REPO / folder).rglob("*"):
+            if path.is_file() and (path.suffix == ".py" or (
+                    not path.suffix and path.read_bytes()[:40].startswith(b"#!")
+                    and b"python" in path.read_bytes()[:40])):
+                yield path
+
+
+def test_no_import_goes_up_a_layer():
+    wrong = []
+    for path in _sources():
+        own = _layer(path.relative_to(REPO))
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module
+                     and not node.level else [])
+            for name in names:
+                top = name.split(".")[0]
+                if RANK.get(top, -1) > own:
+                    wrong.append(f"{path.relative_to(REPO)}:{node.lineno} imports {name}")
+    assert not wrong, "imports against the layer order:\n" + "\n".join(wrong)
