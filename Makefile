@@ -48,8 +48,13 @@ test: install ## run the whole test suite (as root: provisions what it needs fir
 	@bash tests/provision tests
 	$(PY) -m pytest -n $(TEST_WORKERS) --durations=25 $(TEST_ARGS)
 
-lint: install ## lint Python (ruff) and the Dockerfiles (hadolint)
+# Shell scripts are found by their shebang (several have no .sh suffix); import order (ruff's I)
+# is enforced where the layers are declared and in the bottom layer.
+SHELL_SCRIPTS = $(shell git ls-files | xargs grep -lE '^#!(/usr)?/bin/(env )?(ba)?sh' 2>/dev/null)
+lint: install ## lint Python (ruff, import order on the layers), shell scripts (shellcheck), Dockerfiles (hadolint)
 	$(VENV)/bin/ruff check hub grading course tests k8s images
+	$(VENV)/bin/ruff check --select I tests/test_layers.py hub/torchclass_classroom
+	shellcheck $(SHELL_SCRIPTS)
 	$(VENV)/bin/hadolint --failure-threshold warning $$(find images -name Dockerfile)
 
 bench: install ## run every benchmark; results are written to bench-results/
