@@ -1,1 +1,1 @@
-"""torchclass grading: nbgrader course commands and the assignments' submission families."""
+"""torchclass grading: nbgrader course commands and the sandboxed grading engine."""

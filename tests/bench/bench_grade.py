@@ -54,9 +54,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO / "grading"), str(REPO / "course")]
+sys.path[:0] = [str(REPO / "grading"), str(REPO / "course"), str(REPO / "tests" / "grading")]
 
-from torchclass_grading import engine, families, sandbox
+import families
+from torchclass_grading import engine, sandbox
 
 # Share of the class each member makes up (the infinite-loop member is left out, see above).
 MIX = {"solution": 14, "alternative": 10, "partial": 10, "untouched": 3, "cheat": 3}

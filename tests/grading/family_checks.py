@@ -1,7 +1,7 @@
 """Checks shared by the family tests: a graded family against its submissions.yaml."""
 
+import families
 import nbformat
-from torchclass_grading import families
 
 
 def source_test_cells(family) -> dict[str, str]:

@@ -15,8 +15,9 @@ import shutil
 import time
 from pathlib import Path
 
+import families
 import nbformat
-from torchclass_grading import engine, families, sandbox
+from torchclass_grading import engine, sandbox
 from toy_assignment import submit, submit_with_cell, write_toy_assignment
 
 INJECTED = '<script>document.title="pwned"</script><img src=x onerror=alert(1)>'

@@ -14,9 +14,10 @@ import time
 import uuid
 from pathlib import Path
 
+import families
 import nbformat
 import pytest
-from torchclass_grading import docker_backend, engine, families, sandbox
+from torchclass_grading import docker_backend, engine, sandbox
 from toy_assignment import submit_with_cell, write_toy_assignment
 
 pytestmark = [pytest.mark.grading, pytest.mark.docker]

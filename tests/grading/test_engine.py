@@ -13,10 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import families
 import nbformat
 import pytest
 from second_account import readable_checkout
-from torchclass_grading import engine, families, sandbox
+from torchclass_grading import engine, sandbox
 from toy_assignment import submit, submit_with_cell, write_guard_assignment, write_toy_assignment
 
 pytestmark = pytest.mark.grading

@@ -13,11 +13,12 @@ import json
 import shutil
 import time
 
+import families
 import nbformat
 import pytest
+from families import FamilyResult, load_family
 from family_checks import assert_family
-from torchclass_grading import engine, families
-from torchclass_grading.families import FamilyResult, load_family
+from torchclass_grading import engine
 
 pytestmark = pytest.mark.grading
 

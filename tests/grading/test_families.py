@@ -4,11 +4,11 @@ The course's own families are graded (by stock nbgrader and by the engine) in
 test_engine_families.py.
 """
 
+import families
 import nbformat
 import pytest
+from families import FamilyError, load_family
 from family_checks import assert_family
-from torchclass_grading import families
-from torchclass_grading.families import FamilyError, load_family
 from toy_assignment import FAMILY_YAML, write_toy_assignment
 
 pytestmark = pytest.mark.grading

@@ -9,10 +9,11 @@ import tempfile
 import types
 from pathlib import Path
 
+import families
 import nbformat
 import pytest
 from integrity_family import ATTACKS, EXPECTED, HONEST, write_integrity_assignment
-from torchclass_grading import engine, families, report, sandbox
+from torchclass_grading import engine, report, sandbox
 from toy_assignment import submit, submit_with_cell
 
 pytestmark = pytest.mark.grading

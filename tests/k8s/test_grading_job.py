@@ -26,7 +26,8 @@ import yaml
 from k8s_support import REPO, render, validate_strict
 
 sys.path.insert(0, str(REPO / "tests" / "grading"))
-from torchclass_grading import docker_backend, families, k8s_job
+import families
+from torchclass_grading import docker_backend, k8s_job
 from toy_assignment import write_toy_assignment
 
 pytestmark = pytest.mark.k8s

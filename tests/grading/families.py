@@ -6,8 +6,8 @@ gradebook score each must get. This module builds each member from the *release*
 student receives), places them all in a throw-away nbgrader course and runs one stock
 `nbgrader autograde` over them, then reads the scores back from the gradebook.
 
-    python -m torchclass_grading.families build <assignment-dir> <out>   # inspect a family
-    python -m torchclass_grading.families grade <assignment-dir> [--keep DIR]
+    python tests/grading/families.py build <assignment-dir> <out>   # inspect a family
+    python tests/grading/families.py grade <assignment-dir> [--keep DIR]
 """
 
 from __future__ import annotations
@@ -459,7 +459,7 @@ def _table(result: FamilyResult) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m torchclass_grading.families", description=__doc__.split("\n\n")[0]
+        prog="tests/grading/families.py", description=__doc__.split("\n\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser(
