@@ -15,12 +15,16 @@ c.ServerApp.jpserver_extensions = {
     "nbgrader.server_extensions.course_list": instructor,
 }
 
-# nbgrader's formgrader works only on a course inside the server's root dir, and the instructor's
-# course sits at its path on the classroom's machine (the course's nbgrader_config.py names it;
-# the Docker classroom mounts it there). Their server therefore roots at / and opens at home.
-if instructor:
+# nbgrader's formgrader works only on a course inside the server's root dir. The Docker
+# classroom mounts the instructor's course at its host path (NBGRADER_COURSE_ROOT, named by the
+# course's nbgrader_config.py), outside the home: only then does the server root at / (opening
+# at home). Elsewhere (the Kubernetes formgrader: course under the home) the root stays the home,
+# so a script that slipped into a student's notebook cannot browse the rest of the filesystem.
+home = os.path.expanduser("~")
+course_root = os.environ.get("NBGRADER_COURSE_ROOT", "")
+if instructor and course_root and os.path.commonpath([home, os.path.abspath(course_root)]) != home:
     c.ServerApp.root_dir = "/"
-    c.FileContentsManager.preferred_dir = os.path.expanduser("~").lstrip("/")
+    c.FileContentsManager.preferred_dir = home.lstrip("/")
 
 # Kernels on TCP ports would be reachable by anyone on the network namespace (the Docker
 # classroom uses the host's): code, outputs, and a way to run code in the server. ipc sockets sit
