@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from torchclass_classroom import REPO, Classroom, prepare_exchange, stage_projects
+from torchclass_course import lessons as course_lessons
 from torchclass_grading.course import Course
 
 from . import accounts, hubconfig
@@ -63,25 +64,10 @@ def course_library(classroom: Classroom) -> None:
 
 
 def lessons(classroom: Classroom) -> None:
-    """The master copy of the lesson notebooks (stage*/lessons, tools) that each student's
-    server copies into ~/lessons at start (spawners/local.py). Replaced on every `up`, so a
-    course update reaches students; their own copies are never touched."""
-    dest = classroom.lessons_dir
-    tmp = dest.with_name(dest.name + ".new")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    for nb in sorted(REPO.glob("course/stage*/lessons/*.ipynb")):
-        (tmp / nb.parent.parent.name).mkdir(exist_ok=True)
-        shutil.copyfile(nb, tmp / nb.parent.parent.name / nb.name)
-    for nb in sorted(REPO.glob("course/tools/*.ipynb")):
-        (tmp / "tools").mkdir(exist_ok=True)
-        shutil.copyfile(nb, tmp / "tools" / nb.name)
-    for p in [tmp, *tmp.rglob("*")]:
-        os.chmod(p, 0o755 if p.is_dir() else 0o644)
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
+    """The master copy of the lesson notebooks that each student's server copies into
+    ~/lessons at start (spawners/local.py). Replaced on every `up`, so a course update reaches
+    students; their own copies are never touched."""
+    course_lessons.build_master(REPO / "course", classroom.lessons_dir)
 
 
 def student_config(classroom: Classroom) -> None:

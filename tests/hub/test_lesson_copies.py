@@ -5,12 +5,16 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
+from torchclass_course import lessons
 from torchclass_hub.spawners.local import copy_new_lessons
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _lessons(root):
@@ -51,6 +55,39 @@ def test_students_edits_survive_a_course_update_and_deleted_lessons_return(tmp_p
 
 def test_no_lessons_dir_copies_nothing(tmp_path):
     assert copy_new_lessons(tmp_path / "missing", tmp_path, None, None) == []
+
+
+def test_the_master_lays_out_every_lesson_of_the_course_one_way(tmp_path):
+    course = REPO / "course"
+    count = lessons.build_master(course, tmp_path / "master")
+    expected = {f"{nb.parent.parent.name}/{nb.name}" for nb in course.glob("stage*/lessons/*.ipynb")}
+    expected |= {f"tools/{nb.name}" for nb in course.glob("tools/*.ipynb")}
+    got = {p.relative_to(tmp_path / "master").as_posix()
+           for p in (tmp_path / "master").rglob("*.ipynb")}
+    assert got == expected and count == len(expected) >= 36
+    assert all(p.stat().st_mode & 0o777 in (0o644, 0o755) for p in (tmp_path / "master").rglob("*"))
+    assert not (tmp_path / "master.new").exists()
+
+
+def test_the_images_start_script_runs_the_same_routine(tmp_path):
+    # start-notebook calls `python -m torchclass_course.lessons give`: the image's students get
+    # the same ~/lessons, with the same never-overwrite rule.
+    _lessons(tmp_path / "master")
+    home = tmp_path / "home"
+    home.mkdir()
+    give = [sys.executable, "-m", "torchclass_course.lessons", "give", str(tmp_path / "master"),
+            str(home)]
+    subprocess.run(give, check=True, capture_output=True)
+    (home / "lessons/stage1/01-tensors.ipynb").write_text("my notes")
+    subprocess.run(give, check=True, capture_output=True)
+    assert (home / "lessons/stage1/01-tensors.ipynb").read_text() == "my notes"
+    assert (home / "lessons/tools/01-docker.ipynb").read_text() == "docker v1"
+    script = (REPO / "images/notebook/start-notebook").read_text()
+    assert "torchclass_course.lessons give /srv/torchclass/lessons" in script
+    bad = subprocess.run([sys.executable, "-m", "torchclass_course.lessons", "give",
+                          str(tmp_path / "master"), str(tmp_path / "no-home")],
+                         check=False, capture_output=True, text=True)
+    assert bad.returncode == 1 and "no-home" in bad.stderr, bad.stderr
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner
 from torchclass_classroom import VENV, Classroom
+from torchclass_course import lessons
 from traitlets import Unicode
 
 
@@ -55,53 +56,9 @@ class SharedAccountSpawner(LocalProcessSpawner):
         return private_runtime_dir(env)
 
 
-def _copy_missing(lessons_dir: str, home: str) -> list[str]:
-    """Copy every lesson not yet in home/lessons. Runs as the home's owner (see
-    copy_new_lessons), so it only uses the standard library: it is sent to a child process as
-    source. Nothing in the student's tree is followed: folders are walked by descriptor with
-    O_NOFOLLOW, files are created with O_EXCL, so a link planted there is never written through."""
-    import os
-
-    flags_dir = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    copied = []
-    home_fd = os.open(home, flags_dir)
-    try:
-        for top, _, files in sorted(os.walk(lessons_dir)):
-            rel = os.path.relpath(top, lessons_dir)
-            parts = ["lessons"] + ([] if rel == "." else rel.split(os.sep))
-            fd = os.dup(home_fd)
-            try:
-                for part in parts:
-                    try:
-                        os.mkdir(part, 0o755, dir_fd=fd)
-                    except FileExistsError:
-                        pass
-                    try:
-                        nxt = os.open(part, flags_dir, dir_fd=fd)
-                    except OSError:  # a file or a link where the folder should be: leave it
-                        break
-                    os.close(fd)
-                    fd = nxt
-                else:
-                    for name in sorted(f for f in files if f.endswith(".ipynb")):
-                        try:
-                            out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                                          | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd)
-                        except FileExistsError:  # theirs, perhaps edited, or a link: untouched
-                            continue
-                        with open(os.path.join(top, name), "rb") as src, os.fdopen(out, "wb") as dst:
-                            dst.write(src.read())
-                        copied.append(os.path.join(home, *parts, name))
-            finally:
-                os.close(fd)
-    finally:
-        os.close(home_fd)
-    return copied
-
-
 def copy_new_lessons(lessons_dir: Path, home: Path, uid: int | None, gid: int | None) -> list[Path]:
-    """Copy into home/lessons every lesson the student does not have yet. A lesson the student
-    already has (perhaps edited) is never overwritten; one they deleted comes back.
+    """Copy into home/lessons every lesson the student does not have yet
+    (torchclass_course.lessons, the routine every deployment uses).
 
     With a uid (the hub as root), the copy runs in a child process that is that user: the home
     is theirs, and whatever links they put in it, root must never write there on their behalf.
@@ -109,9 +66,9 @@ def copy_new_lessons(lessons_dir: Path, home: Path, uid: int | None, gid: int | 
     if not lessons_dir.is_dir():
         return []
     if uid is None or os.geteuid() != 0:
-        return [Path(p) for p in _copy_missing(str(lessons_dir), str(home))]
-    code = (textwrap.dedent(inspect.getsource(_copy_missing))
-            + "import json, sys\nprint(json.dumps(_copy_missing(sys.argv[1], sys.argv[2])))\n")
+        return [Path(p) for p in lessons.copy_missing(str(lessons_dir), str(home))]
+    code = (textwrap.dedent(inspect.getsource(lessons.copy_missing))
+            + "import json, sys\nprint(json.dumps(copy_missing(sys.argv[1], sys.argv[2])))\n")
     proc = subprocess.run(
         [sys.executable, "-I", "-c", code, str(lessons_dir), str(home)],
         user=uid, group=gid, extra_groups=[], umask=0o022, cwd="/", env={"LANG": "C.UTF-8"},
