@@ -19,9 +19,9 @@ from pathlib import Path
 import nbformat
 import yaml
 
+from torchclass_course import course_dir
+
 EXERCISE_TAG = "exercise"
-COURSE = Path(__file__).resolve().parents[1]
-SOLUTIONS = COURSE / "solutions"
 
 
 class LessonFailed(AssertionError):
@@ -57,7 +57,7 @@ def solution_path(path: Path) -> Path:
     ``course/tools/01-torchvision.ipynb`` -> ``course/solutions/tools/01-torchvision.yaml``."""
     path = Path(path).resolve()
     group = path.parent.parent.name if path.parent.name == "lessons" else path.parent.name
-    return SOLUTIONS / group / (path.stem + ".yaml")
+    return course_dir() / "solutions" / group / (path.stem + ".yaml")
 
 
 def load_solutions(path: Path) -> dict[str, str]:

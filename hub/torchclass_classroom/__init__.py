@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 
 import jsonschema
+import torchclass_course
 import yaml
 
 PACKAGE = Path(__file__).resolve().parent
@@ -173,6 +174,13 @@ class Classroom:
         """One Unix account per user (root + local spawner); otherwise one shared account."""
         return running_as_root() and self.settings["spawner"]["type"] == "local"
 
+    @property
+    def curriculum_dir(self) -> Path:
+        """The course content the classroom's lessons and assignments come from."""
+        if self.settings["curriculum_dir"] is not None:
+            return Path(self.settings["curriculum_dir"])
+        return torchclass_course.course_dir()
+
     # Layout of the data dir, in one place so hub, CLI and grading agree.
     @property
     def state_dir(self) -> Path:  # hub DB, cookie secret, hashed passwords, pid/log: root only
@@ -257,6 +265,8 @@ def load(path: str | os.PathLike | None = None, env: dict | None = None) -> Clas
     if not data_dir.is_absolute():
         data_dir = (path.parent / data_dir).resolve()
     hub["data_dir"] = str(data_dir)
+    if settings["curriculum_dir"] is not None:
+        settings["curriculum_dir"] = str((path.parent / settings["curriculum_dir"]).resolve())
     auth = settings["auth"]
     if auth["type"] in ("oauth", "lti13") and auth["type"] not in raw.get("auth", {}):
         raise ConfigError(f"{source}: auth.type is {auth['type']} but key 'auth.{auth['type']}' "
@@ -268,7 +278,8 @@ def stage_projects(classroom: Classroom | None = None) -> dict[str, Path]:
     """Assignment id -> its source folder: <id>/<id>.ipynb in the classroom's assignment_dirs,
     then in course/stage*/projects/."""
     found = {}
-    notebooks = sorted((REPO / "course").glob("stage*/projects/*/*.ipynb"))
+    content = classroom.curriculum_dir if classroom is not None else torchclass_course.course_dir()
+    notebooks = sorted(content.glob("stage*/projects/*/*.ipynb"))
     if classroom is not None:
         for d in reversed(classroom["assignment_dirs"]):
             notebooks += sorted((classroom.source.parent / d).glob("*/*.ipynb"))
