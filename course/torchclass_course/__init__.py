@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 __all__ = ["checks", "course_dir", "data", "device", "plots"]
-VERSION = "0.1.0"  # the project's version (pyproject.toml reads it); images are tagged with it
 
 
 def course_dir() -> Path:

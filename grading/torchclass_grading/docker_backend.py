@@ -31,6 +31,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from torchclass_classroom import NOTEBOOK_IMAGE
+
 from torchclass_grading.engine.backends import KernelBackend
 from torchclass_grading.sandbox import (
     STATE_DIR,
@@ -41,7 +43,6 @@ from torchclass_grading.sandbox import (
     remove_dead_scratch,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 LABEL = "torchclass.grading"          # value: "<host>:<pid>:<start time>" of the worker
 SCRATCH_ROOT = STATE_DIR / "docker"  # not world-writable (see sandbox.STATE_DIR)
 SANDBOX_UID = 61000                   # owns only the scratch dirs; no account of that id needed
@@ -64,13 +65,7 @@ def docker_command() -> str:
 
 def default_image() -> str:
     """The CPU notebook image `make build-cpu` tags: torchclass/notebook:<project version>."""
-    if os.environ.get("TORCHCLASS_NOTEBOOK_IMAGE"):
-        return os.environ["TORCHCLASS_NOTEBOOK_IMAGE"]
-    for line in (REPO / "pyproject.toml").read_text().splitlines():
-        if line.startswith("version = "):
-            version = line.split('"')[1]
-            return f"torchclass/notebook:{version}"
-    raise DockerError(f"{REPO / 'pyproject.toml'}: no version line to name the notebook image by")
+    return os.environ.get("TORCHCLASS_NOTEBOOK_IMAGE") or NOTEBOOK_IMAGE
 
 
 def _owner(pid: int) -> str:

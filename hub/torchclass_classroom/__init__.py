@@ -12,6 +12,7 @@ inside JupyterHub itself. Errors name the file, the key and the fix, before anyt
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import pwd
 from dataclasses import dataclass
@@ -19,15 +20,39 @@ from functools import cache
 from pathlib import Path
 
 import jsonschema
-import torchclass_course
 import yaml
 
 PACKAGE = Path(__file__).resolve().parent
-HUB_DIR = PACKAGE.parent  # hub/, where the default classroom file lives
-REPO = HUB_DIR.parent
 SCHEMA_FILE = PACKAGE / "schema.yaml"
-DEFAULT_CLASSROOM = HUB_DIR / "classroom.yaml"
+# A checkout's hub/classroom.yaml; an installed package has none, so ./classroom.yaml.
+DEFAULT_CLASSROOM = (PACKAGE.parent / "classroom.yaml" if (PACKAGE.parent / "classroom.yaml").is_file()
+                     else Path("classroom.yaml"))
+# pyproject.toml's version (tests/test_packaging.py keeps them equal); images are tagged with it.
+VERSION = "0.1.0"
+NOTEBOOK_IMAGE = f"torchclass/notebook:{VERSION}"
 VENV = Path(os.environ.get("TORCHCLASS_VENV", "/opt/torchclass"))
+
+
+# torchclass's packages, lowest layer first (README.md, Layers).
+PACKAGES = ("torchclass_course", "torchclass_classroom", "torchclass_grading", "torchclass_hub")
+
+
+def package_dirs() -> dict[str, Path]:
+    """Where each of torchclass's importable packages is (a checkout's hub/, grading/ and course/
+    folders, or site-packages), found without importing them."""
+    found = {}
+    for name in PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin is not None:
+            found[name] = Path(spec.origin).resolve().parent
+    return found
+
+
+def _course_dir() -> Path:
+    # Imported late: the hub image carries the classroom and hub packages, not the course's.
+    import torchclass_course
+
+    return torchclass_course.course_dir()
 
 
 class ConfigError(Exception):
@@ -179,7 +204,7 @@ class Classroom:
         """The course content the classroom's lessons and assignments come from."""
         if self.settings["curriculum_dir"] is not None:
             return Path(self.settings["curriculum_dir"])
-        return torchclass_course.course_dir()
+        return _course_dir()
 
     # Layout of the data dir, in one place so hub, CLI and grading agree.
     @property
@@ -278,7 +303,7 @@ def stage_projects(classroom: Classroom | None = None) -> dict[str, Path]:
     """Assignment id -> its source folder: <id>/<id>.ipynb in the classroom's assignment_dirs,
     then in course/stage*/projects/."""
     found = {}
-    content = classroom.curriculum_dir if classroom is not None else torchclass_course.course_dir()
+    content = classroom.curriculum_dir if classroom is not None else _course_dir()
     notebooks = sorted(content.glob("stage*/projects/*/*.ipynb"))
     if classroom is not None:
         for d in reversed(classroom["assignment_dirs"]):

@@ -27,9 +27,23 @@ import urllib.request
 from pathlib import Path
 
 import torchclass_classroom as config
-from torchclass_classroom import HUB_DIR, REPO, VENV, Classroom, ConfigError
+from torchclass_classroom import VENV, Classroom, ConfigError
 
 from . import accounts, hubconfig, prepare
+
+HERE = Path(__file__).resolve().parent
+
+
+def package_roots() -> list[str]:
+    """The folders torchclass's packages are imported from (hub/, grading/ and course/ of a
+    checkout, or one site-packages): the hub, its services and students' servers need them all."""
+    found = config.package_dirs()
+    missing = [name for name in config.PACKAGES if name not in found]
+    if missing:
+        raise ConfigError(f"the Python package {missing[0]} is not importable from "
+                          f"{sys.executable}. Fix: install torchclass (pip install .) or run from "
+                          "a checkout with `make`.")
+    return list(dict.fromkeys(str(d.parent) for d in found.values()))
 
 
 def _alive(pid: int) -> bool:
@@ -157,13 +171,12 @@ def up(classroom: Classroom, timeout: float = 90, log=print) -> int:
                TORCHCLASS_PORT=str(classroom.port),
                TORCHCLASS_IP=classroom.ip,
                TORCHCLASS_DATA_DIR=str(classroom.data_dir),
-               PYTHONPATH=os.pathsep.join([str(HUB_DIR), str(REPO / "grading"),
-                                           str(REPO / "course")]),
+               PYTHONPATH=os.pathsep.join(package_roots()),
                # Only paths every user can read: servers and services inherit it.
                PATH=f"{VENV / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     with open(files["log"], "ab") as logfh:
         proc = subprocess.Popen(
-            [str(VENV / "bin" / "jupyterhub"), "-f", str(HUB_DIR / "jupyterhub_config.py")],
+            [str(VENV / "bin" / "jupyterhub"), "-f", str(HERE / "jupyterhub_config.py")],
             cwd=classroom.state_dir, env=env, stdout=logfh, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
     files["pid"].write_text(str(proc.pid))

@@ -1,4 +1,4 @@
-"""Turn a validated classroom into JupyterHub settings (called from hub/jupyterhub_config.py)."""
+"""Turn a validated classroom into JupyterHub settings (called from jupyterhub_config.py beside it)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import os
 import socket
 from pathlib import Path
 
-from torchclass_classroom import HUB_DIR, VENV, Classroom
+from torchclass_classroom import VENV, Classroom
+
+HERE = Path(__file__).resolve().parent
 
 
 def _free_port(avoid: set = frozenset()) -> int:
@@ -126,11 +128,11 @@ def apply(c, classroom: Classroom) -> None:
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
     c.JupyterHub.shutdown_on_logout = classroom["hub"]["shutdown_on_logout"]
-    # hub/bin/configurable-http-proxy: the venv's proxy with room for a whole class in flight;
+    # bin/configurable-http-proxy: the venv's proxy with room for a whole class in flight;
     # a request may take as long as a start (the spawn-progress stream lasts that long).
     proxy_timeout_ms = 1000 * max(300, 2 * classroom["spawner"]["start_timeout"])
     c.ConfigurableHTTPProxy.command = [str(VENV / "bin" / "python"),
-                                       str(HUB_DIR / "bin" / "configurable-http-proxy"),
+                                       str(HERE / "bin" / "configurable-http-proxy"),
                                        f"--proxy-timeout={proxy_timeout_ms}"]
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{ports['proxy_api']}"
     # A proxy left behind by a killed hub is found by this pid file and replaced.
@@ -141,8 +143,8 @@ def apply(c, classroom: Classroom) -> None:
     # Not a configurable trait in JupyterHub 6, but read from the tornado settings it merges.
     c.JupyterHub.tornado_settings.update(
         {"spawn_throttle_retry_range": limits["spawn_throttle_retry_range"]})
-    # hub/templates/error.html: the "please wait" pages say why and retry by themselves.
-    c.JupyterHub.template_paths = [str(Path(__file__).resolve().parent.parent / "templates")]
+    # templates/error.html: the "please wait" pages say why and retry by themselves.
+    c.JupyterHub.template_paths = [str(HERE / "templates")]
     c.JupyterHub.template_vars = {"announcement_login": f"torchclass · {classroom.course_id}",
                                   "torchclass_limits": limits}
 

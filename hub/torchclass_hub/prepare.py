@@ -12,7 +12,8 @@ import pwd
 import shutil
 from pathlib import Path
 
-from torchclass_classroom import REPO, Classroom, prepare_exchange, stage_projects
+import torchclass_course
+from torchclass_classroom import Classroom, prepare_exchange, stage_projects
 from torchclass_course import lessons as course_lessons
 from torchclass_grading.course import Course
 
@@ -48,16 +49,15 @@ def data_dirs(classroom: Classroom) -> None:
 def course_library(classroom: Classroom) -> None:
     """A read-only copy of torchclass_course that student servers import (not the checkout,
     which may sit in root's home where students cannot read)."""
-    src = REPO / "course" / "torchclass_course"
+    src = Path(torchclass_course.__file__).resolve().parent
     dest = classroom.lib_dir / "torchclass_course"
     classroom.lib_dir.mkdir(exist_ok=True)
     os.chmod(classroom.lib_dir, 0o755)
     if dest.exists():
         shutil.rmtree(dest)
-    if src.is_dir():
-        shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
-        for p in [dest, *dest.rglob("*")]:
-            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    for p in [dest, *dest.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
     exchange_module = classroom.lib_dir / "torchclass_exchange.py"
     shutil.copyfile(Path(__file__).with_name("student_exchange.py"), exchange_module)
     os.chmod(exchange_module, 0o644)
@@ -67,7 +67,7 @@ def lessons(classroom: Classroom) -> None:
     """The master copy of the lesson notebooks that each student's server copies into
     ~/lessons at start (spawners/local.py). Replaced on every `up`, so a course update reaches
     students; their own copies are never touched."""
-    course_lessons.build_master(REPO / "course", classroom.lessons_dir)
+    course_lessons.build_master(classroom.curriculum_dir, classroom.lessons_dir)
 
 
 def student_config(classroom: Classroom) -> None:

@@ -18,7 +18,7 @@ import pytest
 import requests
 import submissions
 import torchclass_classroom as config
-from classroom_fixture import assignment_under_test
+from classroom_fixture import REPO, assignment_under_test
 from hubclient import HubClient
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(600)]
@@ -78,7 +78,7 @@ def _submit_and_grade(classroom):
 
 def test_students_find_every_lesson_in_their_home(classroom, graded):
     client = next(iter(graded["clients"].values()))
-    for stage_dir in sorted(config.REPO.glob("course/stage*/lessons")):
+    for stage_dir in sorted(REPO.glob("course/stage*/lessons")):
         stage = stage_dir.parent.name
         r = client.get_file(f"lessons/{stage}")
         assert r.status_code == 200, f"{stage}: {r.status_code} {r.text[:200]}"

@@ -102,7 +102,7 @@ def collect_run(room):
          "--classroom", str(room["file"]), "collect", AID],
         capture_output=True, text=True, timeout=240, check=False,
         env=dict(os.environ, PYTHONPATH=os.pathsep.join(
-            str(config.REPO / d) for d in ("hub", "grading", "course"))))
+            str(d.parent) for d in config.package_dirs().values())))
     return proc
 
 

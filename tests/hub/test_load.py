@@ -126,7 +126,7 @@ def test_status_reads_each_kind_of_spawn_failure_from_the_log(tmp_path):
 
 
 def test_other_error_pages_still_render(classroom):
-    """hub/templates/error.html replaces JupyterHub's page for every error, so the plain ones
+    """torchclass_hub/templates/error.html replaces JupyterHub's page for every error, so the plain ones
     (a wrong URL, and the page the proxy fetches when a route is missing) must still work."""
     import requests
 

@@ -12,7 +12,6 @@ from torchclass_grading.engine.backends import BACKENDS, KernelBackend, backend_
 from torchclass_grading.engine.common import (
     INTEGRITY,
     MAX_OUTPUT,
-    REPO,
     TIMEOUT_ENAME,
     TIMEOUT_STRIKES,
     EngineError,
@@ -37,7 +36,7 @@ from torchclass_grading.engine.state import (
 )
 
 __all__ = [
-    "BACKENDS", "INTEGRITY", "MAX_OUTPUT", "REPO", "SENTINEL_PATH", "STATE", "TIMEOUT_ENAME",
+    "BACKENDS", "INTEGRITY", "MAX_OUTPUT", "SENTINEL_PATH", "STATE", "TIMEOUT_ENAME",
     "TIMEOUT_STRIKES", "Engine", "EngineError", "KernelBackend", "Outcome", "Verdict",
     "backend_class", "bound_names", "course_config", "done_file", "execute", "read_state",
     "read_verdict", "submission_stamp", "submission_state", "write_state",

@@ -8,7 +8,6 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
 TIMEOUT_ENAME = "CellTimeoutError"
 MAX_OUTPUT = 1 << 20  # bytes of output kept per notebook; the rest is dropped as it streams in
 # After this many cells of a notebook run past their time limit, its other cells are not run:

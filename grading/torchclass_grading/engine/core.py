@@ -63,9 +63,9 @@ class Engine:
         except sandbox.SandboxError as exc:
             raise EngineError(str(exc)) from None
         paths = kernel_pythonpath or [str(library)]
-        # What kernels must not see: this course (gradebook, source, other submissions), the
-        # checkout (every assignment's source and solutions), and what the caller names.
-        self.hide = [str(self.course_dir), *kernel_env.checkout_paths(), *(hide or [])]
+        # What kernels must not see: this course (gradebook, source, other submissions),
+        # torchclass itself (every assignment's source and solutions), and what the caller names.
+        self.hide = [str(self.course_dir), *kernel_env.torchclass_paths(), *(hide or [])]
         self.preload = run.PRELOAD + (run.TORCH_PRELOAD if self.torch else []) if fork_kernels else None
         self.env = {
             "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8",

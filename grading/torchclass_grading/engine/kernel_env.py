@@ -1,7 +1,7 @@
 """What the grader sets up once per run, before any kernel starts (trusted code, as the
 grader): the course's nbgrader settings read without running them, the root-owned copy of the
 course library kernels import, the shared dataset cache kernels read but cannot write, and the
-checkout paths kernels must not see."""
+paths of torchclass itself that kernels must not see."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ import shutil
 import sys
 from pathlib import Path
 
+import torchclass_course
+from torchclass_classroom import package_dirs
+
 from torchclass_grading import sandbox
-from torchclass_grading.engine.common import REPO, EngineError
+from torchclass_grading.engine.common import EngineError
 
 
 def course_config(course_dir: Path):
@@ -63,7 +66,7 @@ def course_config(course_dir: Path):
 def kernel_library() -> Path:
     """A root-owned, world-readable copy of the course library for kernels to import: the
     checkout it comes from is hidden from them."""
-    src = REPO / "course" / "torchclass_course"
+    src = Path(torchclass_course.__file__).resolve().parent
     files = sorted(p for p in src.rglob("*.py"))
     digest = hashlib.sha256(b"".join(p.relative_to(src).as_posix().encode() + p.read_bytes()
                                      for p in files)).hexdigest()[:16]
@@ -114,11 +117,31 @@ def shared_cache(source_text: str, library: Path) -> Path | None:
     return cache
 
 
-def checkout_paths() -> list[str]:
-    """The checkout, or, when the Python running us lives inside it, everything else in it."""
-    prefix = Path(sys.prefix).resolve()
-    if REPO not in prefix.parents:
-        return [str(REPO)]
-    return [str(p) for p in REPO.iterdir() if p.is_dir() and p not in prefix.parents and p != prefix]
+def _checkout() -> Path | None:
+    root = Path(__file__).resolve().parents[3]
+    return root if (root / "grading" / "torchclass_grading").is_dir() else None
+
+
+def torchclass_paths() -> list[str]:
+    """What of torchclass kernels must not see: every assignment's source and solutions.
+
+    Run from a checkout: the checkout (or, when the Python running us lives inside it,
+    everything else in it). Installed: torchclass's package folders (not the site-packages
+    holding them, which the kernel imports torch from), and the course content when one is
+    configured ($TORCHCLASS_COURSE_DIR). Kernels import the course library from their own copy
+    (kernel_library)."""
+    root = _checkout()
+    if root is not None:
+        prefix = Path(sys.prefix).resolve()
+        if root not in prefix.parents:
+            return [str(root)]
+        return [str(p) for p in root.iterdir()
+                if p.is_dir() and p not in prefix.parents and p != prefix]
+    paths = [str(d) for d in package_dirs().values()]
+    try:
+        paths.append(str(torchclass_course.course_dir()))
+    except FileNotFoundError:
+        pass  # no course content on this machine: nothing more to hide
+    return paths
 
 

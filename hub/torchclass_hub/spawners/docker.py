@@ -24,6 +24,7 @@ import os
 import socket
 from pathlib import Path
 
+import torchclass_classroom as config
 from dockerspawner import DockerSpawner
 
 EXCHANGE_IN_CONTAINER = "/srv/nbgrader/exchange"
@@ -81,7 +82,7 @@ def configure(c, classroom, env: dict) -> None:
 
     c.JupyterHub.spawner_class = HostNetworkDockerSpawner
     c.DockerSpawner.ip = "127.0.0.1"
-    c.DockerSpawner.image = spawner.get("image") or "torchclass/notebook:0.1.0"
+    c.DockerSpawner.image = spawner.get("image") or config.NOTEBOOK_IMAGE
     c.DockerSpawner.network_name = "host"
     c.DockerSpawner.use_internal_ip = True
     c.DockerSpawner.remove = True
