@@ -13,7 +13,7 @@ def _layer(path: Path) -> int:
     for name, rank in RANK.items():
         if name in path.parts:
             return rank
-    return 4  # images/, k8s/, hub/jupyterhub_config*
+    return 4  # images/, k8s/
 
 
 def _sources():

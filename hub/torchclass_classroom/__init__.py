@@ -27,7 +27,7 @@ SCHEMA_FILE = PACKAGE / "schema.yaml"
 # A checkout's hub/classroom.yaml; an installed package has none, so ./classroom.yaml.
 DEFAULT_CLASSROOM = (PACKAGE.parent / "classroom.yaml" if (PACKAGE.parent / "classroom.yaml").is_file()
                      else Path("classroom.yaml"))
-# pyproject.toml's version (tests/test_packaging.py keeps them equal); images are tagged with it.
+# pyproject.toml's version (tests/hub/test_installed.py keeps them equal); images are tagged with it.
 VERSION = "0.1.0"
 NOTEBOOK_IMAGE = f"torchclass/notebook:{VERSION}"
 VENV = Path(os.environ.get("TORCHCLASS_VENV", "/opt/torchclass"))
