@@ -15,27 +15,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
+import jsonschema
 import nbformat
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TIMEOUT = 20
-TOP_KEYS = {"max_score", "timeout", "submissions"}
-MEMBER_KEYS = {"score", "cells", "cells_scores", "description"}
-REQUIRED_MEMBERS = ("solution", "untouched")
-# Member names become nbgrader student ids and folder names.
-MEMBER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+SCHEMA_FILE = Path(__file__).with_name("submissions.schema.yaml")
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
 HIDDEN_MARKERS = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+
+
+@cache
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA_FILE.read_text())
 
 
 class FamilyError(ValueError):
@@ -122,14 +124,35 @@ def _grade_cells(nb) -> dict[str, dict]:
     return out
 
 
-def _number(value, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise FamilyError(f"{where} must be a number, got {value!r}")
-    return float(value)
+def _where(path: Path, parts) -> str:
+    return f"{path}: " + ".".join(str(p) for p in parts) if parts else str(path)
+
+
+def _explain(error, path: Path) -> str:
+    """One jsonschema error in the words of the file: where, what is wrong, what is allowed."""
+    where, kind, value, schema = (_where(path, error.absolute_path), error.validator,
+                                  error.instance, error.schema)
+    if kind == "additionalProperties":
+        unknown = sorted(set(value) - set(schema.get("properties", {})))
+        return f"{where}: unknown key(s) {unknown}; allowed: {sorted(schema['properties'])}"
+    if kind == "required":
+        key = next(k for k in error.validator_value if k not in value)
+        hint = schema.get("properties", {}).get(key, {}).get("description", "a required member")
+        return f"{where}: missing '{key}' ({hint})"
+    if "propertyNames" in error.schema_path:
+        return f"{where}: {value!r}: {schema.get('description', 'bad name')}"
+    if kind == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"{where} must be a {expected}, got {value!r}"
+    if kind == "minimum":
+        return f"{where} must be >= {error.validator_value} ({schema.get('description')}), got {value!r}"
+    return f"{where}: {error.message}"
 
 
 def load_family(assignment_dir: str | os.PathLike) -> Family:
-    """Read and check <assignment_dir>/submissions.yaml against the source notebook."""
+    """Read <assignment_dir>/submissions.yaml, check it against its schema, then against the
+    source notebook (grade ids, points, score ranges)."""
     adir = Path(assignment_dir).resolve()
     path = adir / "submissions.yaml"
     aid = adir.name
@@ -144,18 +167,12 @@ def load_family(assignment_dir: str | os.PathLike) -> Family:
         raise FamilyError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise FamilyError(f"{path}: expected a mapping with max_score and submissions")
-    unknown = set(raw) - TOP_KEYS
-    if unknown:
-        raise FamilyError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}")
-    for key in ("max_score", "submissions"):
-        if key not in raw:
-            raise FamilyError(f"{path}: missing required key '{key}'")
-    max_score = _number(raw["max_score"], f"{path}: max_score")
+    errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(raw),
+                    key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise FamilyError(_explain(errors[0], path))
+    max_score = float(raw["max_score"])
     timeout = raw.get("timeout", DEFAULT_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
-        raise FamilyError(
-            f"{path}: timeout must be a whole number of seconds >= 1, got {timeout!r}"
-        )
 
     try:
         nb = nbformat.read(nb_path, as_version=4)
@@ -170,50 +187,27 @@ def load_family(assignment_dir: str | os.PathLike) -> Family:
         )
 
     subs = raw["submissions"]
-    if not isinstance(subs, dict) or not subs:
-        raise FamilyError(f"{path}: submissions must be a non-empty mapping of member -> entry")
-    for name in REQUIRED_MEMBERS:
-        if name not in subs:
-            raise FamilyError(f"{path}: submissions has no '{name}' member (required)")
     members = {}
     for name, entry in subs.items():
         where = f"{path}: submissions.{name}"
-        if not isinstance(name, str) or not MEMBER_NAME.match(name):
-            raise FamilyError(f"{where}: member names are lower-case letters, digits and '-'")
-        if not isinstance(entry, dict):
-            raise FamilyError(f"{where}: expected a mapping with at least 'score'")
-        unknown = set(entry) - MEMBER_KEYS
-        if unknown:
-            raise FamilyError(
-                f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(MEMBER_KEYS)}"
-            )
-        if "score" not in entry:
-            raise FamilyError(f"{where}: missing 'score' (the exact gradebook total expected)")
-        score = _number(entry["score"], f"{where}.score")
+        score = float(entry["score"])
         if not 0 <= score <= max_score:
             raise FamilyError(f"{where}.score: {score:g} is outside 0..{max_score:g}")
         overrides = entry.get("cells") or {}
-        if not isinstance(overrides, dict):
-            raise FamilyError(f"{where}.cells: expected a mapping grade_id -> python source")
         if name == "untouched" and overrides:
             raise FamilyError(f"{where}.cells: 'untouched' is the release as is; it takes no cells")
-        for grade_id, src in overrides.items():
+        for grade_id in overrides:
             if grade_id not in cells:
                 raise FamilyError(
                     f"{where}.cells: unknown grade_id '{grade_id}' (the notebook has {sorted(cells)})"
                 )
-            if not isinstance(src, str):
-                raise FamilyError(f"{where}.cells.{grade_id}: expected the cell's source as text")
         expect = entry.get("cells_scores") or {}
-        if not isinstance(expect, dict):
-            raise FamilyError(f"{where}.cells_scores: expected a mapping grade_id -> points")
-        for grade_id, pts in expect.items():
+        for grade_id in expect:
             if grade_id not in cells or not cells[grade_id].get("grade"):
                 graded = sorted(g for g, m in cells.items() if m.get("grade"))
                 raise FamilyError(
                     f"{where}.cells_scores: unknown graded grade_id '{grade_id}' (graded cells: {graded})"
                 )
-            _number(pts, f"{where}.cells_scores.{grade_id}")
         members[name] = Member(
             name=name,
             score=score,

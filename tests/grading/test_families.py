@@ -74,7 +74,7 @@ def test_build_writes_every_member(tmp_path):
             lambda y: y.replace("max_score: 3", "max_score: 4"),
             "test cells of toy-assignment.ipynb are worth 3",
         ),
-        (lambda y: y.replace("  solution: {score: 3}\n", ""), "no 'solution' member"),
+        (lambda y: y.replace("  solution: {score: 3}\n", ""), "submissions: missing 'solution'"),
         (
             lambda y: y.replace(
                 "  untouched: {score: 0}", "  untouched: {score: 0, cells: {add: x}}"
@@ -113,3 +113,23 @@ def test_good_toy_yaml_loads(tmp_path):
     assert family.max_score == 3 and family.timeout == 3
     assert family.members["partial"].cells_scores == {"test-square": 2.0, "test-add": 0.0}
     assert list(family.members) == ["solution", "untouched", "partial", "cheat", "infinite-loop"]
+
+
+def test_the_submissions_schema_is_valid_and_describes_every_key():
+    import jsonschema
+    from families import _schema
+
+    schema = _schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    missing = []
+
+    def walk(node, where):
+        for key, sub in node.get("properties", {}).items():
+            if "description" not in sub:
+                missing.append(f"{where}.{key}")
+            walk(sub, f"{where}.{key}")
+
+    walk(schema, "")
+    for name, sub in schema["$defs"].items():
+        walk(sub, f"$defs.{name}")
+    assert not missing, missing
