@@ -16,8 +16,9 @@ work across the bind mount). The container has
   host is mounted but the scratch dir (and the classroom's datasets, read-only, if the grader
   has TORCHCLASS_DATA set).
 
-The docker client is the kernel process jupyter_client sees: it proxies the interrupt signal to
+The docker CLI is the kernel process jupyter_client sees: it proxies the interrupt signal to
 the container (the image's tini forwards it to the kernel), and it ends when the kernel ends.
+Everything else (the image probe, listing and removing containers) goes through the docker SDK.
 Containers are named per kernel and labelled with the grading worker that started them;
 `finish()` removes them, and a new worker removes those of workers that no longer run, so a
 killed grader leaves nothing behind once the next one starts.
@@ -27,10 +28,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
+import docker
 from torchclass_classroom import NOTEBOOK_IMAGE
 
 from torchclass_grading.engine.backends import KernelBackend
@@ -58,7 +59,8 @@ class DockerError(RuntimeError):
 
 
 def docker_command() -> str:
-    """Debian's client (BuildKit built in) unless $DOCKER names another, as the Makefile does."""
+    """The CLI that runs each kernel's container: Debian's client (BuildKit built in) unless
+    $DOCKER names another, as the Makefile does."""
     return os.environ.get("DOCKER") or ("/usr/bin/docker" if Path("/usr/bin/docker").exists()
                                         else shutil.which("docker") or "docker")
 
@@ -91,34 +93,40 @@ class DockerSlot(KernelBackend):
         self.uid, self.gid = (uid, uid) if self.root else (os.getuid(), os.getgid())
         self.owner = _owner(os.getpid())
         self._containers: dict[Path, list[str]] = {}
-        probe = self._docker("image", "inspect", "--format", "{{.Id}}", self.image)
-        if probe.returncode != 0:
-            raise DockerError(f"docker image {self.image!r} is not available "
-                              f"({probe.stderr.strip() or 'no Docker engine?'}); build it with "
-                              "`make build-cpu` or name another with --image")
+        try:
+            self.client = docker.from_env(timeout=60)
+            self.client.images.get(self.image)
+        except docker.errors.ImageNotFound:
+            raise DockerError(f"docker image {self.image!r} is not available (no such image); "
+                              "build it with `make build-cpu` or name another with --image") from None
+        except docker.errors.DockerException as exc:
+            raise DockerError(f"docker image {self.image!r} is not available ({exc}; no Docker "
+                              "engine? `make docker-engine` starts one)") from None
         private_dir(STATE_DIR, 0o711)
         private_dir(SCRATCH_ROOT, 0o711)
         self.remove_leftovers()
 
-    def _docker(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([self.docker, *args], capture_output=True, text=True,
-                              timeout=timeout, check=False)
+    def _remove(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                self.client.containers.get(name).remove(force=True)
+            except docker.errors.NotFound:
+                pass  # --rm removed it when its kernel ended
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: --rm is removing it right now
+                    raise DockerError(f"cannot remove grading container {name}: {exc}") from None
 
     def remove_leftovers(self) -> list[str]:
         """Remove the grading containers and scratch dirs of workers on this host that no
         longer run; return the containers' names."""
-        listing = self._docker("ps", "-a", "--filter", f"label={LABEL}",
-                               "--format", "{{.Names}}\t{{.Label \"" + LABEL + "\"}}")
         host = os.uname().nodename
         dead = []
-        for line in listing.stdout.splitlines():
-            name, _, owner = line.partition("\t")
-            o_host, _, rest = owner.partition(":")
+        for container in self.client.containers.list(all=True, filters={"label": LABEL}):
+            o_host, _, rest = container.labels.get(LABEL, "").partition(":")
             pid, _, start = rest.partition(":")
             if o_host == host and pid.isdigit() and process_start_time(int(pid)) != start:
-                dead.append(name)
-        if dead:
-            self._docker("rm", "-f", *dead)
+                dead.append(container.name)
+        self._remove(dead)
         remove_dead_scratch(SCRATCH_ROOT)
         return dead
 
@@ -169,21 +177,6 @@ class DockerSlot(KernelBackend):
         cmd += [f"--IPKernelApp.exec_lines={line}" for line in startup]
         return cmd
 
-    def containers(self) -> list[str]:
-        """Names of this worker's containers that exist now."""
-        out = self._docker("ps", "-a", "--filter", f"label={LABEL}={self.owner}",
-                           "--format", "{{.Names}}")
-        return out.stdout.split()
-
-    def kill_all(self) -> None:
-        """Every container of this worker: a kernel the client lost keeps its container."""
-        names = self.containers()
-        if names:
-            self._docker("rm", "-f", *names)
-
     def finish(self, scratch: Path) -> None:
-        names = self._containers.pop(scratch, [])
-        if names:
-            # rm -f of a container that --rm already removed only complains; nothing to do.
-            self._docker("rm", "-f", *names)
+        self._remove(self._containers.pop(scratch, []))
         shutil.rmtree(scratch, ignore_errors=True)

@@ -46,10 +46,6 @@ class KernelBackend(abc.ABC):
         `startup` (seeds, then the sentinel) before any student code."""
 
     @abc.abstractmethod
-    def kill_all(self) -> None:
-        """Stop every process the backend's kernels left behind."""
-
-    @abc.abstractmethod
     def finish(self, scratch: Path) -> None:
         """After a notebook: kill what is left of its kernel and remove its scratch dir."""
 
