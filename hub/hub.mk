@@ -3,7 +3,8 @@
 # CLASSROOM=<file> picks another classroom file (default hub/classroom.yaml).
 HUB := $(PY) -m torchclass_hub.cli $(if $(CLASSROOM),--classroom $(CLASSROOM)) \
   $(if $(PORT),--port $(PORT)) $(if $(IP),--ip $(IP)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
-.PHONY: up down status users validate reset-password hub-docs bench-load
+.PHONY: up down status users validate reset-password hub-docs bench-load \
+        up-docker grade-docker down-docker
 
 up: install ## start the classroom (validates the classroom file first); data is kept across runs
 	@$(HUB) validate
@@ -24,6 +25,20 @@ validate: ## check the classroom file against its schema; starts nothing
 reset-password: ## give NAME=<user> a new password (printed once)
 	@test -n "$(NAME)" || { echo "error: say whose: make reset-password NAME=<user>" >&2; exit 2; }
 	@$(HUB) reset-password $(NAME)
+
+# The same classroom file on one Docker host: the hub image in a container, a container per
+# student (torchclass_hub/docker_classroom.py); the images come from images/images.mk.
+DOCKER_CLASSROOM = HUB_IMAGE=$(HUB_IMAGE) NOTEBOOK_IMAGE=$(NOTEBOOK_IMAGE) \
+  $(PY) -m torchclass_hub.docker_classroom
+up-docker: install build ## the classroom in Docker: hub container + one container per student (root)
+	$(DOCKER_CLASSROOM) up $(if $(PORT),--port $(PORT))
+
+grade-docker: install ## grade ASSIGNMENT's collected submissions of the Docker classroom, kernels in sandboxed containers (root)
+	@test -n "$(ASSIGNMENT)" || { echo "usage: make grade-docker ASSIGNMENT=<id>" >&2; exit 2; }
+	$(DOCKER_CLASSROOM) grade $(ASSIGNMENT) $(if $(WORKERS),--workers $(WORKERS))
+
+down-docker: install ## stop the Docker classroom's hub and student containers (data kept)
+	$(DOCKER_CLASSROOM) down
 
 hub-docs: ## print the classroom-file reference table (for hub/README.md)
 	@$(HUB) schema-docs

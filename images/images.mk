@@ -1,6 +1,6 @@
 # Image targets: building, testing and benchmarking the container images, the Docker classroom.
 .PHONY: docker-engine images-base build build-cpu build-hub build-cuda lock bench-images \
-        data-volume up-docker grade-docker down-docker
+        data-volume
 
 IMAGE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE_PREFIX ?= torchclass
@@ -47,13 +47,3 @@ data-volume: ## stage the real datasets once into the $(DATA_VOLUME) volume (cla
 	$(DOCKER) volume create $(DATA_VOLUME) >/dev/null
 	$(DOCKER) run --rm --network host -v $(DATA_VOLUME):/srv/torchclass/data \
 	  $(NOTEBOOK_IMAGE) python -m torchclass_course.stage --root /srv/torchclass/data
-
-up-docker: install build ## the classroom in Docker: hub container + one container per student (root)
-	$(PY) images/docker-classroom up $(if $(PORT),--port $(PORT))
-
-grade-docker: install ## grade ASSIGNMENT's collected submissions of the Docker classroom, kernels in sandboxed containers (root)
-	@test -n "$(ASSIGNMENT)" || { echo "usage: make grade-docker ASSIGNMENT=<id>" >&2; exit 2; }
-	$(PY) images/docker-classroom grade $(ASSIGNMENT) $(if $(WORKERS),--workers $(WORKERS))
-
-down-docker: install ## stop the Docker classroom's hub and student containers (data kept)
-	$(PY) images/docker-classroom down

@@ -1,4 +1,4 @@
-"""The Docker classroom end to end (`make up-docker`'s launcher, images/docker-classroom): the hub
+"""The Docker classroom end to end (`make up-docker`'s launcher, torchclass_hub.docker_classroom): the hub
 image in a container spawns each user's notebook container through DockerSpawner. A student logs
 in and gets a container with limits; fetches and submits an assignment; another student's
 container cannot see it; the student's kernel talks over ipc, not TCP on the host's network; the
@@ -26,7 +26,7 @@ ASSIGNMENT = "s1-linear-regression"
 
 def launcher(action: str, env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO / "images" / "docker-classroom"), action, *args],
+        [sys.executable, "-m", "torchclass_hub.docker_classroom", action, *args],
         env=env, capture_output=True, text=True, timeout=600, check=False,
     )
 

@@ -1,50 +1,52 @@
-#!/usr/bin/env python3
-"""The single-host Docker classroom: `make up-docker` / `make down-docker`.
+"""The single-host Docker classroom: `make up-docker` / `make down-docker` / `make grade-docker`.
 
-    docker-classroom up   [--port N]    prepare the course, start the hub container
-    docker-classroom down               stop the hub and every student container (data is kept)
-    docker-classroom grade ASSIGNMENT [--workers N] [--force]
-                                        grade the collected submissions, each kernel in a
-                                        sandboxed container of the notebook image
+    python -m torchclass_hub.docker_classroom ACTION
+      up [--port N]        prepare the course, start the hub container
+      down                 stop the hub and every student container (data is kept)
+      grade ASSIGNMENT [--workers N] [--force]
+                           grade the collected submissions, each kernel in a sandboxed
+                           container of the notebook image
 
 The classroom file is the same one `make up` reads ($TORCHCLASS_CLASSROOM, default
-hub/classroom.yaml) with spawner.type set to docker (a copy is written into the data dir); the
+hub/classroom.yaml) with spawner.type set to docker (a copy is written into the data dir, with
+the jupyterhub_config.d/ beside the original: the hub container sees only the data dir); the
 data dir defaults to /var/lib/torchclass-docker ($TORCHCLASS_DATA_DIR). Accounts, the nbgrader
 course and the released assignments are prepared here exactly as for `make up` (needs root and
 `make install`); then the hub image runs as uid 1000 with the engine's socket mounted (no
 privilege) and the data dir mounted at the same path, and spawns the students' containers
-(hub/torchclass_hub/spawners/docker.py). Every container runs as uid 1000, so the course and
-the exchange are handed to uid 1000.
+(spawners/docker.py). Every container runs as uid 1000, so the course and the exchange are
+handed to uid 1000. The engine is driven through the docker SDK.
 """
+
+from __future__ import annotations
 
 import argparse
 import os
-import subprocess
+import shutil
 import sys
 import time
-import tomllib
 import urllib.request
 from pathlib import Path
 
+import docker
+import torchclass_classroom as config
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "hub"), str(REPO / "grading"), str(REPO / "course")]
-
-import torchclass_classroom as config
 from torchclass_hub import prepare
 from torchclass_hub.cli import port_busy
 
-VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-HUB_IMAGE = os.environ.get("HUB_IMAGE", f"torchclass/hub:{VERSION}")
-NOTEBOOK_IMAGE = os.environ.get("NOTEBOOK_IMAGE", f"torchclass/notebook:{VERSION}")
-DOCKER = os.environ.get("DOCKER", "docker")
+HUB_IMAGE = os.environ.get("HUB_IMAGE", f"torchclass/hub:{config.VERSION}")
+NOTEBOOK_IMAGE = os.environ.get("NOTEBOOK_IMAGE", config.NOTEBOOK_IMAGE)
 SOCKET = Path("/var/run/docker.sock")
 
 
-def docker(*args, check=True, capture=True):
-    return subprocess.run([DOCKER, *args], check=check, text=True,
-                          capture_output=capture)
+def engine() -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        sys.exit(f"error: no Docker engine answers at {SOCKET} ({exc}): run 'make docker-engine'")
+    return client
 
 
 def load(port: int | None) -> config.Classroom:
@@ -64,6 +66,10 @@ def load(port: int | None) -> config.Classroom:
     derived = data_dir / "classroom-docker.yaml"
     derived.write_text(f"# Written by `make up-docker` from {source}; edit that file instead.\n"
                        + yaml.safe_dump(raw, sort_keys=False))
+    extras = data_dir / "jupyterhub_config.d"
+    shutil.rmtree(extras, ignore_errors=True)
+    if (source.parent / "jupyterhub_config.d").is_dir():
+        shutil.copytree(source.parent / "jupyterhub_config.d", extras)
     env = {"TORCHCLASS_DATA_DIR": str(data_dir)}
     if port:
         env["TORCHCLASS_PORT"] = str(port)
@@ -84,19 +90,26 @@ def chown_tree(path: Path) -> None:
 
 def up(classroom, timeout: float) -> int:
     name = hub_name(classroom)
-    if docker("inspect", name, check=False).returncode == 0:
+    client = engine()
+    try:
+        old = client.containers.get(name)
+    except docker.errors.NotFound:
+        old = None
+    if old is not None and old.status == "running":
         print(f"The Docker classroom is already running ({name}) at {classroom.url}")
         return 0
+    if old is not None:  # a hub container that exited (a crash, a reboot): its data is kept
+        old.remove(force=True)
     if port_busy(classroom.ip, classroom.port):
         print(f"error: port {classroom.port} on {classroom.ip} is busy. Fix: stop that program "
               f"or pick another port: make up-docker PORT=<port>", file=sys.stderr)
         return 3
     if os.geteuid() != 0:
         sys.exit("error: make up-docker prepares the course and the exchange for uid 1000: run it as root")
-    if not SOCKET.exists():
-        sys.exit(f"error: no Docker engine socket at {SOCKET}: run 'make docker-engine'")
     for image in (HUB_IMAGE, classroom["spawner"]["image"]):
-        if docker("image", "inspect", image, check=False).returncode != 0:
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
             sys.exit(f"error: image {image} is missing: run 'make build'")
     result = prepare.everything(classroom)
     # Every container runs as uid 1000: the hub writes its state, instructors the course, and
@@ -105,20 +118,20 @@ def up(classroom, timeout: float) -> int:
                  classroom.exchange_dir / classroom.course_id):
         chown_tree(path)
     data_dir = str(classroom.data_dir)
-    docker("run", "-d", "--name", name, "--network", "host",
-           "--group-add", str(SOCKET.stat().st_gid),
-           "-v", f"{SOCKET}:{SOCKET}",
-           "-v", f"{data_dir}:{data_dir}",
-           "-e", f"TORCHCLASS_CLASSROOM={classroom.source}",
-           "-e", f"TORCHCLASS_DATA_DIR={data_dir}",
-           "-e", f"TORCHCLASS_PORT={classroom.port}",
-           "-e", f"TORCHCLASS_IP={classroom.ip}",
-           "-w", str(classroom.state_dir),
-           HUB_IMAGE)
+    hub = client.containers.run(
+        HUB_IMAGE, name=name, detach=True, network_mode="host",
+        group_add=[str(SOCKET.stat().st_gid)],
+        volumes={str(SOCKET): {"bind": str(SOCKET), "mode": "rw"},
+                 data_dir: {"bind": data_dir, "mode": "rw"}},
+        environment={"TORCHCLASS_CLASSROOM": str(classroom.source),
+                     "TORCHCLASS_DATA_DIR": data_dir,
+                     "TORCHCLASS_PORT": str(classroom.port),
+                     "TORCHCLASS_IP": classroom.ip},
+        working_dir=str(classroom.state_dir))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = docker("inspect", "-f", "{{.State.Running}}", name, check=False).stdout.strip()
-        if state != "true":
+        hub.reload()
+        if hub.status != "running":
             break
         try:
             with urllib.request.urlopen(classroom.url + "hub/health", timeout=2):
@@ -130,18 +143,20 @@ def up(classroom, timeout: float) -> int:
                 return 0
         except OSError:
             time.sleep(0.5)
-    logs = docker("logs", "--tail", "40", name, check=False)
-    print(f"error: the hub did not come up within {timeout:.0f} s:\n{logs.stdout}{logs.stderr}",
-          file=sys.stderr)
+    logs = hub.logs(tail=40).decode(errors="replace")
+    print(f"error: the hub did not come up within {timeout:.0f} s:\n{logs}", file=sys.stderr)
     return 5
 
 
 def down(classroom) -> int:
-    names = docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
     prefix = f"torchclass-{classroom.course_id}-"
-    mine = [n for n in names if n == hub_name(classroom) or n.startswith(prefix)]
-    if mine:
-        docker("rm", "-f", *mine)
+    mine = [c for c in engine().containers.list(all=True)
+            if c.name == hub_name(classroom) or c.name.startswith(prefix)]
+    for container in mine:
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass  # a student's container DockerSpawner removed meanwhile
     print(f"The Docker classroom is stopped ({len(mine)} container(s)); data kept in "
           f"{classroom.data_dir} and the home volumes {prefix}home-*")
     return 0
@@ -176,7 +191,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args()
     if args.action == "grade" and not args.assignment:
-        parser.error("grade needs the assignment id: docker-classroom grade ASSIGNMENT")
+        parser.error("grade needs the assignment id: make grade-docker ASSIGNMENT=<id>")
     classroom = load(args.port)
     if args.action == "grade":
         return grade(classroom, args.assignment, args.workers, args.force)
