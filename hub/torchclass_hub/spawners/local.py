@@ -4,10 +4,15 @@ As root, each user's server runs as that user's own Unix account (homes are 0700
 reads anyone else's files). Not as root, every server runs as the one account running the hub,
 each in its own folder under <data_dir>/homes: convenient for trying torchclass out, but with
 no isolation between students, which the hub logs loudly at start.
+
+With spawner.server_factory (the default), servers are forked from a process that has already
+imported the server (server_factory.py says how, and why that is safe); without it, or when
+the factory cannot start, each server is a new process, as JupyterHub's LocalProcessSpawner does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import os
@@ -20,7 +25,126 @@ from pathlib import Path
 from jupyterhub.spawner import LocalProcessSpawner
 from torchclass_classroom import VENV, Classroom
 from torchclass_course import lessons
-from traitlets import Unicode
+from traitlets import Bool, Unicode
+
+FACTORY_SCRIPT = Path(__file__).with_name("server_factory.py")
+# What every student's server imports at start (the extensions enabled for students, and the
+# server itself); a module missing here is imported by the server as usual.
+FACTORY_PRELOAD = [
+    "jupyterhub.singleuser", "jupyterhub.singleuser.extension", "jupyter_server.serverapp",
+    "jupyterlab.labapp", "notebook.app", "notebook_shim.shim", "jupyter_server_terminals",
+    "jupyter_server_proxy", "nbgrader.server_extensions.assignment_list",
+    "nbgrader.server_extensions.validate_assignment", "nbgrader.server_extensions.course_list",
+]
+
+
+class FactoryError(RuntimeError):
+    pass
+
+
+class ServerFactory:
+    """The hub's end of server_factory.py: starts it on first use (again if it died), sends it
+    spawn requests and keeps the exit codes it reports."""
+
+    def __init__(self, socket_path: Path, pythonpath: list[str], log):
+        self.socket_path = socket_path
+        self.pythonpath = pythonpath
+        self.log = log
+        self.proc: asyncio.subprocess.Process | None = None
+        self.exits: dict[int, int] = {}
+        self.lock = asyncio.Lock()
+
+    async def _ensure(self) -> None:
+        async with self.lock:
+            if self.proc is not None and self.proc.returncode is None:
+                return
+            # Nothing of the hub's environment: whatever this process holds, every fork holds.
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", str(FACTORY_SCRIPT), "jupyterhub-singleuser",
+                str(self.socket_path),
+                json.dumps(self.pythonpath), json.dumps(FACTORY_PRELOAD),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+                     "HOME": "/nonexistent"},
+                cwd="/", start_new_session=True)
+            try:
+                line = await asyncio.wait_for(self.proc.stdout.readline(), 120)
+            except TimeoutError:
+                line = b""
+            if line.strip() != b"ready":
+                self.proc.kill()
+                raise FactoryError("the server factory did not start")
+            asyncio.get_running_loop().create_task(self._read_exits(self.proc))
+
+    async def _read_exits(self, proc) -> None:
+        while line := await proc.stdout.readline():
+            word, _, rest = line.decode().partition(" ")
+            if word == "exit":
+                pid, code = rest.split()
+                self.exits[int(pid)] = int(code)
+
+    async def spawn(self, request: dict) -> int:
+        await self._ensure()
+        reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
+        try:
+            writer.write(json.dumps(request).encode() + b"\n")
+            await writer.drain()
+            answer = json.loads(await asyncio.wait_for(reader.readline(), 30) or b"{}")
+        finally:
+            writer.close()
+        if "pid" not in answer:
+            raise FactoryError(answer.get("error", "no answer from the server factory"))
+        return answer["pid"]
+
+
+class FactoryLocalSpawner(LocalProcessSpawner):
+    """LocalProcessSpawner whose servers start as forks of the factory; poll, stop and hub
+    restarts work as before (by pid)."""
+
+    server_factory = Bool(True).tag(config=True)
+    factory_socket = Unicode().tag(config=True)
+    factory_pythonpath = Unicode().tag(config=True)
+    _factory: ServerFactory | None = None  # one per hub, shared by every spawner
+
+    def _get_factory(self) -> ServerFactory:
+        cls = FactoryLocalSpawner
+        if cls._factory is None:
+            cls._factory = ServerFactory(Path(self.factory_socket),
+                                         [p for p in self.factory_pythonpath.split(os.pathsep) if p],
+                                         self.log)
+        return cls._factory
+
+    def _account(self) -> dict:
+        return {"uid": None, "gid": None, "groups": []}
+
+    async def start(self):
+        if not self.server_factory:
+            return await super().start()
+        if self.port == 0:
+            from jupyterhub.utils import random_port
+
+            self.port = random_port()
+        env = self.get_env()
+        request = {"argv": [*self.cmd, *self.get_args()], "env": env, "cwd": env["HOME"],
+                   **self._account()}
+        try:
+            self.pid = await self._get_factory().spawn(request)
+        except (FactoryError, OSError, ValueError) as exc:
+            self.log.warning("server factory: %s; starting %s's server as a new process",
+                             exc, self.user.name)
+            return await super().start()
+        self.proc = None
+        self.log.info("Forked %s's server from the server factory: pid %i", self.user.name,
+                      self.pid)
+        return (self.ip or "127.0.0.1", self.port)
+
+    async def poll(self):
+        factory = FactoryLocalSpawner._factory
+        if self.proc is None and self.pid and factory is not None and self.pid in factory.exits:
+            code = factory.exits.pop(self.pid)
+            self.clear_state()
+            return code
+        return await super().poll()
 
 
 def private_runtime_dir(env: dict) -> dict:
@@ -32,15 +156,20 @@ def private_runtime_dir(env: dict) -> dict:
     return env
 
 
-class OwnAccountSpawner(LocalProcessSpawner):
+class OwnAccountSpawner(FactoryLocalSpawner):
     """LocalProcessSpawner (each user's server as their own Unix account), kernels' sockets in
     a folder of their own."""
 
     def user_env(self, env):
         return private_runtime_dir(super().user_env(env))
 
+    def _account(self) -> dict:
+        pw = pwd.getpwnam(self.user.name)
+        return {"uid": pw.pw_uid, "gid": pw.pw_gid,
+                "groups": os.getgrouplist(self.user.name, pw.pw_gid)}
 
-class SharedAccountSpawner(LocalProcessSpawner):
+
+class SharedAccountSpawner(FactoryLocalSpawner):
     """LocalProcessSpawner without switching Unix user; each user gets HOME=<homes_dir>/<name>."""
 
     homes_dir = Unicode().tag(config=True)
@@ -100,6 +229,9 @@ def configure(c, classroom: Classroom, env: dict) -> None:
             copy_new_lessons(lessons_dir, home, None, None)
 
     c.Spawner.pre_spawn_hook = give_lessons
+    c.FactoryLocalSpawner.server_factory = spawner["server_factory"]
+    c.FactoryLocalSpawner.factory_socket = str(classroom.state_dir / "server-factory.sock")
+    c.FactoryLocalSpawner.factory_pythonpath = env["PYTHONPATH"]
     c.Spawner.cmd = [str(VENV / "bin" / "jupyterhub-singleuser")]
     c.Spawner.notebook_dir = "~"
     c.Spawner.default_url = "/lab"
