@@ -80,13 +80,18 @@ def single_user_env(classroom: Classroom) -> dict[str, str]:
 
 
 # Measured by tests/bench/bench_load.py on a 2-core, 24 GiB machine (hub/README.md, Capacity).
-# A start costs ~1.4 CPU-s and ~3 s alone, so 2 cores finish at most ~1.4 starts a second;
-# more in flight only stretches each (with 4 per core on a loaded machine one of 50 missed its
-# 120 s start_timeout), and a waiting student's page retries within 5-15 s anyway.
+# A new-process start costs ~1.4 CPU-s and ~3 s alone, so 2 cores finish at most ~1.4 starts a
+# second; more in flight only stretches each (with 4 per core on a loaded machine one of 50
+# missed its 120 s start_timeout). A start forked from the server factory costs ~0.2 CPU-s:
+# many more fit, and a student asked to wait is asked for less.
 SPAWNS_PER_CORE = 2
+FORKED_SPAWNS_PER_CORE = 8
 # An idle student's server with its kernel: 181 MiB RSS; the fall in available memory per
 # server was 150-230 MiB across runs (other work shared the machine). The RSS is the safe side.
 IDLE_SERVER_MIB = 180
+# Forked from the factory, a server shares the factory's imported pages until it writes them:
+# available memory fell 58-95 MiB per server and kernel (the kernel is a new process as before).
+FORKED_IDLE_SERVER_MIB = 100
 MEMORY_RESERVE_MIB = 2048  # the hub, the proxy, the formgrader and the system
 
 
@@ -104,17 +109,19 @@ def capacity_settings(classroom: Classroom) -> dict:
     Past these a student is asked to wait (HTTP 429, a page that retries by itself) instead of
     every start slowing down until some time out, or the machine running out of memory."""
     spawner = classroom["spawner"]
+    forked = spawner["type"] == "local" and spawner["server_factory"]
     concurrent = spawner.get("concurrent_spawns")
     if concurrent is None:
-        concurrent = SPAWNS_PER_CORE * (os.cpu_count() or 1)
+        concurrent = (FORKED_SPAWNS_PER_CORE if forked else SPAWNS_PER_CORE) * (os.cpu_count() or 1)
     servers = spawner.get("max_servers")
     if servers is None:
         # Containers and pods are bounded by their own mem_limit and the cluster's quota.
-        servers = (max(1, (_memory_mib() - MEMORY_RESERVE_MIB) // IDLE_SERVER_MIB)
+        per_server = FORKED_IDLE_SERVER_MIB if forked else IDLE_SERVER_MIB
+        servers = (max(1, (_memory_mib() - MEMORY_RESERVE_MIB) // per_server)
                    if spawner["type"] == "local" else 0)
     return {"concurrent_spawn_limit": concurrent, "active_server_limit": servers,
             # JupyterHub's default is 30-60 s: long enough for a whole queue to drain.
-            "spawn_throttle_retry_range": (5, 15)}
+            "spawn_throttle_retry_range": (2, 6) if forked else (5, 15)}
 
 
 def apply(c, classroom: Classroom) -> None:

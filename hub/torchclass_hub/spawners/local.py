@@ -54,7 +54,7 @@ class ServerFactory:
         self.exits: dict[int, int] = {}
         self.lock = asyncio.Lock()
 
-    async def _ensure(self) -> None:
+    async def ensure(self) -> None:
         async with self.lock:
             if self.proc is not None and self.proc.returncode is None:
                 return
@@ -84,7 +84,7 @@ class ServerFactory:
                 self.exits[int(pid)] = int(code)
 
     async def spawn(self, request: dict) -> int:
-        await self._ensure()
+        await self.ensure()
         reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
         try:
             writer.write(json.dumps(request).encode() + b"\n")
@@ -244,3 +244,29 @@ def configure(c, classroom: Classroom, env: dict) -> None:
         c.Spawner.mem_limit = spawner["mem_limit"]
     if spawner.get("cpu_limit"):
         c.Spawner.cpu_limit = float(spawner["cpu_limit"])
+    if spawner["server_factory"]:
+        warm_factory_with_the_hub(str(classroom.state_dir / "server-factory.sock"),
+                                  env["PYTHONPATH"])
+
+
+def warm_factory_with_the_hub(socket_path: str, pythonpath: str) -> None:
+    """Start the factory while the hub starts, so the first student does not wait for its
+    imports. JupyterHub loads its config inside its running event loop; anywhere else (a
+    config check, a test) there is no loop and the first start warms it instead."""
+    import logging
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    log = logging.getLogger("JupyterHub")
+    factory = FactoryLocalSpawner._factory = ServerFactory(
+        Path(socket_path), [p for p in pythonpath.split(os.pathsep) if p], log)
+
+    async def warm():
+        try:
+            await factory.ensure()
+        except (FactoryError, OSError) as exc:
+            log.warning("server factory: %s; it is tried again at the first start", exc)
+
+    loop.create_task(warm())
