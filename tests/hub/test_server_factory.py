@@ -127,6 +127,23 @@ def test_each_server_is_a_fork_of_the_factory_running_as_its_student_only(room):
     assert "Forked" in room.hub_log(400)
 
 
+def _open_files(pid: int) -> set[str]:
+    """Files, sockets and pipes (by inode) the process has open; anonymous inodes (epoll,
+    inotify) all read alike and are left out."""
+    links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    return {link for link in links if not link.startswith("anon_inode:")}
+
+
+def test_a_server_holds_nothing_of_the_factory_open(room):
+    """Not its listening socket (a student's code could ask it to fork as anyone), not its pipes
+    to the hub: only what a new process would inherit (the hub's log, /dev/null)."""
+    room, _ = room
+    factory = _open_files(_factory(room).pid) - {os.devnull, str(room.classroom.state_dir / "jupyterhub.log")}
+    assert any(f.startswith("socket:") for f in factory)
+    for student in room.students:
+        assert not factory & _open_files(_server_process(student).pid)
+
+
 def test_no_students_token_is_in_the_factory_or_in_another_students_server(room):
     """The attack: every server is a fork of the factory, so whatever the factory once read, a
     student can find in their own server's memory. Alice's token must be in her server and
