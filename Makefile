@@ -53,7 +53,7 @@ test: install ## run the whole test suite (as root: provisions what it needs fir
 SHELL_SCRIPTS = $(shell git ls-files | xargs grep -lE '^#!(/usr)?/bin/(env )?(ba)?sh' 2>/dev/null)
 lint: install ## lint Python (ruff, import order on the layers), shell scripts (shellcheck), Dockerfiles (hadolint)
 	$(VENV)/bin/ruff check hub grading course tests k8s images
-	$(VENV)/bin/ruff check --select I tests/test_layers.py hub/torchclass_classroom
+	$(VENV)/bin/ruff check --select I tests/test_layers.py hub/torchclass_classroom hub/torchclass_exchange.py
 	shellcheck $(SHELL_SCRIPTS)
 	$(VENV)/bin/hadolint --failure-threshold warning $$(find images -name Dockerfile)
 

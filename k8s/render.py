@@ -16,6 +16,7 @@ validate exactly what Helm will install.
 import argparse
 import copy
 import hashlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -32,7 +33,8 @@ SET_FILES = [
     ("jupyterhub.singleuser.extraFiles.busy-activity.stringData",
      K8S / "files/singleuser/torchclass_busy_activity.py"),
 ]
-GRADER_EXCHANGE = K8S / "files/grader/torchclass_exchange.py"
+# torchclass's nbgrader classes and config writer (one file for every deployment).
+GRADER_EXCHANGE = K8S.parent / "hub" / "torchclass_exchange.py"
 LABEL_PART_OF = {"app.kubernetes.io/part-of": "torchclass"}
 
 
@@ -279,17 +281,13 @@ def _data_job_spec(tc):
 
 
 def grader_config(tc, course):
-    ex = tc["exchange"]
-    return "\n".join([
-        "# The grader's side of the exchange: it sees every student's folder.",
-        "c = get_config()  # noqa: F821",
-        f"c.CourseDirectory.root = '/home/jovyan/{course['id']}'",
-        f"c.CourseDirectory.course_id = '{course['id']}'",
-        f"c.Exchange.root = '{ex['mountPath']}'",
-        "c.ExchangeFactory.collect = 'torchclass_exchange.PerStudentCollect'",
-        "c.ExchangeFactory.release_feedback = 'torchclass_exchange.PerStudentReleaseFeedback'",
-        "",
-    ])
+    spec = importlib.util.spec_from_file_location("torchclass_exchange", GRADER_EXCHANGE)
+    exchange = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exchange)
+    return exchange.config_text(
+        header="The grader's side of the exchange: it sees every student's folder.",
+        deployment="kubernetes", role="instructor", course_root=f"/home/jovyan/{course['id']}",
+        course_id=course["id"], exchange_root=tc["exchange"]["mountPath"])
 
 
 def formgrader(tc, course):

@@ -5,13 +5,16 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RANK = {"torchclass_course": 0, "torchclass_classroom": 1, "torchclass_grading": 2,
-        "torchclass_hub": 3}
+# torchclass_exchange (hub/torchclass_exchange.py, one file: the nbgrader classes and config
+# writer every deployment ships) sits in the classroom layer; it imports none of ours at all
+# (tests/test_nbgrader_configs.py).
+RANK = {"torchclass_course": 0, "torchclass_classroom": 1, "torchclass_exchange": 1,
+        "torchclass_grading": 2, "torchclass_hub": 3}
 
 
 def _layer(path: Path) -> int:
     for name, rank in RANK.items():
-        if name in path.parts:
+        if name in path.parts or path.parts[-1] == f"{name}.py":
             return rank
     return 4  # images/, k8s/
 

@@ -17,31 +17,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import torchclass_exchange
+
 VENV = Path(os.environ.get("TORCHCLASS_VENV", "/opt/torchclass"))
-
-
-# nbgrader's feedback shows the autograded notebook, hidden tests included. Students get it
-# without them: the hidden lines are cut (ClearHiddenTests) and, since a failing hidden check's
-# traceback would quote its line, errors in those cells keep only the exception and message.
-_FEEDBACK_CONFIG = """
-from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor, Preprocessor
-from nbgrader.preprocessors import ClearHiddenTests, GetGrades
-
-
-class HideHiddenTestErrors(Preprocessor):
-    enabled = True
-
-    def preprocess_cell(self, cell, resources, index):
-        if cell.cell_type == "code" and "### BEGIN HIDDEN TESTS" in cell.source:
-            for out in cell.get("outputs", []):
-                if out.get("output_type") == "error":
-                    out["traceback"] = [out["ename"] + ": " + out["evalue"]]
-        return cell, resources
-
-
-c.GenerateFeedback.preprocessors = [
-    GetGrades, HideHiddenTestErrors, ClearHiddenTests, CSSHTMLHeaderPreprocessor]
-"""
 
 
 class CourseError(RuntimeError):
@@ -68,34 +46,29 @@ class Course:
     timeout: int = 60          # seconds per cell when autograding
     # One Unix account per student: collect takes a submission only from its owner's uid.
     owner_check: bool = False
+    deployment: str = "local"  # a row of torchclass_exchange.EXCHANGE: "local" or "docker"
 
     @classmethod
     def from_classroom(cls, classroom) -> Course:
         grader = classroom.grader if os.geteuid() == 0 else None
         return cls(classroom.course_dir, classroom.course_id, classroom.exchange_dir, grader,
-                   owner_check=classroom.real_unix_users)
+                   owner_check=classroom.real_unix_users,
+                   deployment="docker" if classroom["spawner"]["type"] == "docker" else "local")
 
     @property
     def gradebook(self) -> Path:
         return self.root / "gradebook.db"
 
     def config_text(self) -> str:
-        return (
-            "# Written by torchclass (grading/torchclass_grading/course.py); edits are overwritten.\n"
-            "c = get_config()  # noqa: F821\n"
-            f"c.CourseDirectory.root = {str(self.root)!r}\n"
-            f"c.CourseDirectory.course_id = {self.course_id!r}\n"
-            f"c.Exchange.root = {str(self.exchange)!r}\n"
-            f"c.ExecutePreprocessor.timeout = {self.timeout}\n"
-            # nbclient's default 4 s wait for a cell's last outputs fails cells on a busy grader.
-            "c.ExecutePreprocessor.iopub_timeout = 30\n"
-            + _FEEDBACK_CONFIG
-            # Inlined, not imported: the grader account need not be able to read the checkout.
-            + "\n\n# --- collect: links and others' names refused (torchclass_grading/safe_collect.py)\n"
-            + (Path(__file__).with_name("safe_collect.py")).read_text()
-            + "\n\nc.ExchangeFactory.collect = LinkSafeCollect\n"
-            f"c.LinkSafeCollect.require_owner = {self.owner_check}\n"
-        )
+        # The exchange classes are pasted in, not imported: the grader account need not be able
+        # to read the checkout. Feedback keeps hidden tests hidden (HideHiddenTestErrors).
+        return torchclass_exchange.config_text(
+            header="Written by torchclass (grading/torchclass_grading/course.py); edits are "
+                   "overwritten.",
+            deployment=self.deployment, role="instructor", course_root=self.root,
+            course_id=self.course_id, exchange_root=self.exchange, timeout=self.timeout,
+            iopub_timeout=30, require_owner=self.owner_check, hide_hidden_tests=True,
+            ship="inline")
 
     def _chown(self, path: Path) -> None:
         if self.grader and os.geteuid() == 0:
@@ -168,10 +141,9 @@ class Course:
         """Collect the newest submission of each student; return the refusals (one line each,
         naming the student and the file) of submissions that were not taken."""
         proc = self.run("collect", assignment_id, "--update")
-        from .safe_collect import REFUSED_MARK
-
+        mark = torchclass_exchange.REFUSED_MARK
         return [line.split("] ", 1)[-1] for line in (proc.stdout + proc.stderr).splitlines()
-                if f"] {REFUSED_MARK}" in line or line.startswith(REFUSED_MARK)]
+                if f"] {mark}" in line or line.startswith(mark)]
 
     def autograde(self, assignment_id: str, student: str | None = None) -> None:
         args = ["autograde", assignment_id, "--force"]

@@ -18,7 +18,6 @@ from pathlib import Path
 import bleach
 import nbformat
 
-HIDDEN = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
 SHORTEST_SECRET = 6  # shorter hidden lines (`pass`, `)`) give nothing away
 TAGS = {"a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "div", "dl", "dt", "em", "h1",
         "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "kbd", "li", "ol", "p", "pre", "s", "span",
@@ -84,6 +83,10 @@ class Redactor:
     """Cuts the source's hidden-test lines out of any text that quotes them."""
 
     def __init__(self, notebooks: list[Path] | list):
+        # Here, not at the top: this module also ships to the Kubernetes grading pods
+        # (k8s_job.RUNNER_MODULES), whose runner never redacts and need not import nbgrader.
+        from torchclass_exchange import HIDDEN_TESTS_DELIMITERS as hidden
+
         secrets = set()
         for nb in notebooks:
             if isinstance(nb, (str, Path)):
@@ -92,9 +95,10 @@ class Redactor:
                 inside = False
                 for line in cell.source.splitlines():
                     text = line.strip()
-                    if text == HIDDEN[0]:
+                    # Where nbgrader's ClearHiddenTests looks for them: anywhere in the line.
+                    if hidden[0] in text:
                         inside = True
-                    elif text == HIDDEN[1]:
+                    elif hidden[1] in text:
                         inside = False
                     elif inside and len(text) >= SHORTEST_SECRET:
                         secrets.add(text)

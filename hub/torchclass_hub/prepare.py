@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import torchclass_course
+import torchclass_exchange
 from torchclass_classroom import Classroom, prepare_exchange, stage_projects
 from torchclass_course import lessons as course_lessons
 from torchclass_grading.course import Course
@@ -58,8 +59,9 @@ def course_library(classroom: Classroom) -> None:
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
     for p in [dest, *dest.rglob("*")]:
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
-    exchange_module = classroom.lib_dir / "torchclass_exchange.py"
-    shutil.copyfile(Path(__file__).with_name("student_exchange.py"), exchange_module)
+    # The students' submit class (torchclass_exchange.EXCHANGE) comes from here.
+    exchange_module = classroom.lib_dir / f"{torchclass_exchange.MODULE}.py"
+    shutil.copyfile(torchclass_exchange.__file__, exchange_module)
     os.chmod(exchange_module, 0o644)
 
 
@@ -75,14 +77,11 @@ def student_config(classroom: Classroom) -> None:
     instructor UI off, kernels over ipc."""
     etc = classroom.student_config_dir
     (etc / "labconfig").mkdir(parents=True, exist_ok=True)
-    (etc / "nbgrader_config.py").write_text(
-        "# Written by torchclass-hub up; edits are overwritten.\n"
-        "c = get_config()  # noqa: F821\n"
-        f"c.CourseDirectory.course_id = {classroom.course_id!r}\n"
-        f"c.Exchange.root = {str(classroom.exchange_dir)!r}\n"
-        # Submission folders others cannot write into (see torchclass_hub/student_exchange.py).
-        "c.ExchangeFactory.submit = 'torchclass_exchange.PrivateSubmit'\n"
-    )
+    (etc / "nbgrader_config.py").write_text(torchclass_exchange.config_text(
+        header="Written by torchclass-hub up (hub/torchclass_hub/prepare.py); edits are "
+               "overwritten.",
+        deployment=classroom["spawner"]["type"], role="student",
+        course_id=classroom.course_id, exchange_root=classroom.exchange_dir))
     (etc / "jupyter_server_config.json").write_text(json.dumps({
         "ServerApp": {"jpserver_extensions": {"nbgrader.server_extensions.formgrader": False,
                                               "nbgrader.server_extensions.course_list": False}},
@@ -143,38 +142,6 @@ class NoKernels(KernelSpecManager):
 c.ServerApp.kernel_spec_manager_class = NoKernels
 '''
 
-FORMGRADER_NBGRADER_CONFIG = '''# Written by torchclass-hub up (hub/torchclass_hub/prepare.py); edits are overwritten.
-# Read by the formgrader service only (its JUPYTER_CONFIG_PATH), before the course's config.
-from nbconvert.exporters import NotebookExporter
-
-c = get_config()  # noqa: F821
-
-# Students write the notebooks the instructor opens here: their markdown, raw cells and outputs
-# are cleaned of scripts and event handlers before they reach the instructor's browser. The
-# exporter's own switch covers outputs only: nbgrader's formgrade template renders markdown
-# without it, so the cells are cleaned first, by nbconvert's SanitizeHTML preprocessor.
-c.HTMLExporter.sanitize_html = True
-c.HTMLExporter.preprocessors = ["nbconvert.preprocessors.sanitize.SanitizeHTML"]
-
-
-class AutogradeSwitchedOff(NotebookExporter):
-    """The formgrader's Autograde button would run student code as the grader account, with the
-    gradebook and the solutions in reach. Refused before anything is changed (nbgrader makes the
-    exporter before it touches the autograded folder)."""
-
-    def __init__(self, *args, **kwargs):
-        parent = kwargs.get("parent")
-        aid = getattr(getattr(parent, "coursedir", None), "assignment_id", "") or "ASSIGNMENT"
-        raise RuntimeError(
-            "Autograding from the formgrader is switched off: it would run students' code "
-            "unsandboxed as the grader account. Grade in the sandbox instead, as the instructor "
-            f"on the classroom's machine: torchclass-grade grade {aid} "
-            f"(make grade ASSIGNMENT={aid}); the grades then show here.")
-
-
-c.Autograde.exporter_class = AutogradeSwitchedOff
-'''
-
 
 def formgrader_config(classroom: Classroom) -> None:
     """The formgrader service's JUPYTER_CONFIG_PATH: root-owned, so the grader cannot undo it."""
@@ -182,7 +149,14 @@ def formgrader_config(classroom: Classroom) -> None:
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "jupyter_server_config.json").write_text(json.dumps(FORMGRADER_SERVER_CONFIG, indent=1))
     (etc / "jupyter_server_config.py").write_text(FORMGRADER_KERNELS_CONFIG)
-    (etc / "nbgrader_config.py").write_text(FORMGRADER_NBGRADER_CONFIG)
+    # Students write the notebooks the instructor opens here: they are cleaned of scripts first.
+    # The Autograde button would run their code as the grader account, beside the gradebook
+    # and the solutions: it is refused and names the sandboxed command instead.
+    (etc / "nbgrader_config.py").write_text(torchclass_exchange.config_text(
+        header="Written by torchclass-hub up (hub/torchclass_hub/prepare.py); edits are "
+               "overwritten.\nRead by the formgrader service only (its JUPYTER_CONFIG_PATH), "
+               "before the course's config.",
+        sanitize_html=True, autograde_off=True, ship="inline"))
     for p in [etc, *etc.rglob("*")]:
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
 

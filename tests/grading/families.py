@@ -27,12 +27,14 @@ from pathlib import Path
 import jsonschema
 import nbformat
 import yaml
+from torchclass_exchange import HIDDEN_TESTS_DELIMITERS as HIDDEN_MARKERS
+from torchclass_exchange import SOLUTION_DELIMITERS as SOLUTION_MARKERS
+from torchclass_exchange import config_text
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TIMEOUT = 20
 SCHEMA_FILE = Path(__file__).with_name("submissions.schema.yaml")
-SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
-HIDDEN_MARKERS = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+# SOLUTION_MARKERS, HIDDEN_MARKERS: nbgrader's own, which it finds anywhere in a line.
 
 
 @cache
@@ -232,16 +234,16 @@ def find_assignments(root: str | os.PathLike = REPO) -> list[Path]:
 
 def strip_markers(source: str, markers=SOLUTION_MARKERS) -> str:
     """The source with the marker lines removed and the code between them kept."""
-    return "\n".join(line for line in source.splitlines() if line.strip() not in markers)
+    return "\n".join(line for line in source.splitlines() if not any(m in line for m in markers))
 
 
 def marked_regions(source: str, markers) -> list[str]:
     """The text between each pair of markers (markers excluded)."""
     regions, current = [], None
     for line in source.splitlines():
-        if line.strip() == markers[0]:
+        if markers[0] in line:
             current = []
-        elif line.strip() == markers[1] and current is not None:
+        elif markers[1] in line and current is not None:
             regions.append("\n".join(current))
             current = None
         elif current is not None:
@@ -311,17 +313,15 @@ def _nbgrader(args: list[str], course_dir: Path) -> subprocess.CompletedProcess:
 def _write_config(course_dir: Path, family: Family) -> None:
     # interrupt_on_timeout: a cell past the timeout gets a KeyboardInterrupt, is recorded as
     # a CellTimeoutError, and the kernel goes on with the next cell, so the rest is graded.
-    (course_dir / "nbgrader_config.py").write_text(
-        "c = get_config()\n"
-        f"c.CourseDirectory.root = {str(course_dir)!r}\n"
-        "c.CourseDirectory.course_id = 'torchclass-families'\n"
-        f"c.Execute.timeout = {family.timeout}\n"
-        "c.Execute.interrupt_on_timeout = True\n"
-        # nbclient waits only 4 s by default for a cell's last outputs after it finishes; a
-        # busy machine (CI, a class's grading run) exceeds that and fails a whole member.
-        "c.Execute.iopub_timeout = 30\n"
-        "c.ClearSolutions.code_stub = {'python': '# YOUR CODE HERE\\nraise NotImplementedError()'}\n"
-    )
+    # iopub_timeout: nbclient waits only 4 s by default for a cell's last outputs after it
+    # finishes; a busy machine (CI, a class's grading run) exceeds that and fails a whole member.
+    (course_dir / "nbgrader_config.py").write_text(config_text(
+        header="A throw-away course of tests/grading/families.py.",
+        course_root=course_dir, course_id="torchclass-families", timeout=family.timeout,
+        iopub_timeout=30, settings={
+            "ExecutePreprocessor.interrupt_on_timeout": True,
+            "ClearSolutions.code_stub": {"python": "# YOUR CODE HERE\nraise NotImplementedError()"},
+        }))
 
 
 def build_family(family: Family, course_dir: str | os.PathLike) -> dict[str, Path]:
@@ -418,7 +418,7 @@ def release_leaks(family: Family, release_path: Path) -> list[str]:
                 for line in region.splitlines():
                     text = line.strip()
                     if len(text) > 3 and text not in public and text in release_lines:
-                        leaks.append(f"{markers[0][4:]}: {text!r}")
+                        leaks.append(f"{markers[0]}: {text!r}")
     return leaks
 
 
@@ -428,9 +428,9 @@ def _outside_regions(source_nb) -> list[str]:
         inside = False
         for line in cell.source.splitlines():
             s = line.strip()
-            if s in (SOLUTION_MARKERS[0], HIDDEN_MARKERS[0]):
+            if SOLUTION_MARKERS[0] in s or HIDDEN_MARKERS[0] in s:
                 inside = True
-            elif s in (SOLUTION_MARKERS[1], HIDDEN_MARKERS[1]):
+            elif SOLUTION_MARKERS[1] in s or HIDDEN_MARKERS[1] in s:
                 inside = False
             elif not inside:
                 lines.append(line)

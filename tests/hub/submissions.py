@@ -5,14 +5,11 @@ assignment's submissions.yaml: `solution` fills every solution cell from the sou
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 
 import nbformat
 import yaml
-
-_MARKER = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
-_HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.DOTALL)
+from torchclass_exchange import HIDDEN_TESTS_DELIMITERS, SOLUTION_DELIMITERS
 
 
 def family(assignment_dir: Path) -> dict:
@@ -28,7 +25,8 @@ def _solution_cells(source) -> dict[str, str]:
     for cell in source.cells:
         meta = cell.metadata.get("nbgrader", {})
         if meta.get("solution") and cell.cell_type == "code":
-            lines = [ln for ln in cell.source.splitlines() if not _MARKER.match(ln)]
+            lines = [ln for ln in cell.source.splitlines()
+                     if not any(d in ln for d in SOLUTION_DELIMITERS)]
             out[meta["grade_id"]] = "\n".join(lines)
     return out
 
@@ -51,7 +49,14 @@ def hidden_test_lines(assignment_dir: Path) -> list[str]:
     """Lines of hidden test code that never appear in the release (so must not reach students)."""
     source = source_notebook(assignment_dir)
     lines = set()
+    begin, end = HIDDEN_TESTS_DELIMITERS
     for cell in source.cells:
-        for block in _HIDDEN.findall(cell.source):
-            lines.update(ln.strip() for ln in block.splitlines() if len(ln.strip()) > 12)
+        inside = False
+        for ln in cell.source.splitlines():
+            if begin in ln:
+                inside = True
+            elif end in ln:
+                inside = False
+            elif inside and len(ln.strip()) > 12:
+                lines.add(ln.strip())
     return sorted(lines)

@@ -30,7 +30,8 @@ def installed(tmp_path_factory) -> Path:
     """`pip install --target` from a copy of the project's sources (pip builds in the source
     folder; the checkout stays clean). World-readable: the hub's children run as students."""
     src = tmp_path_factory.mktemp("src")
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "hub/torchclass_exchange.py"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, src / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
     for folder in ("hub/torchclass_classroom", "hub/torchclass_hub", "grading/torchclass_grading",
@@ -58,7 +59,7 @@ def run_installed(installed: Path, *code_or_args: str, env: dict | None = None, 
 
 
 def test_installed_packages_carry_their_files_and_no_course_content(installed):
-    for f in ("torchclass_hub/jupyterhub_config.py", "torchclass_hub/bin/configurable-http-proxy",
+    for f in ("torchclass_exchange.py", "torchclass_hub/jupyterhub_config.py", "torchclass_hub/bin/configurable-http-proxy",
               "torchclass_hub/templates/error.html", "torchclass_hub/student_site/rfc3987_syntax.py",
               "torchclass_classroom/schema.yaml", "torchclass_grading/report.html.j2",
               "torchclass_grading/kernel_sentinel.py", "torchclass_grading/kernel_zygote.py"):

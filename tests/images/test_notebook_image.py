@@ -91,6 +91,15 @@ def test_torch_compile_builds_cpu_kernels_as_jovyan(server):
     assert "Python.h" not in proc.stderr, proc.stderr
 
 
+def test_the_image_ships_the_one_exchange_module(server):
+    # gather-submissions and the instructor's Autograde switch import it from there.
+    container, _, _ = server
+    shipped = container.exec("python", "-c", "import torchclass_exchange as m; print(m.__file__)")
+    assert shipped.stdout.strip() == "/srv/torchclass/python/torchclass_exchange.py"
+    text = container.exec("cat", "/srv/torchclass/python/torchclass_exchange.py").stdout
+    assert text == (REPO / "hub" / "torchclass_exchange.py").read_text()
+
+
 def test_no_assignment_solutions_in_image(server):
     container, _, _ = server
     found = container.exec(

@@ -15,7 +15,8 @@ from traitlets.config import Config
 pytestmark = [pytest.mark.k8s, pytest.mark.grading]
 
 COURSE, ASSIGNMENT = "torchclass", "k8s-check"
-sys.path.insert(0, str(REPO / "k8s/files/grader"))
+# The formgrader pod mounts this file from its ConfigMap, on its PYTHONPATH.
+sys.path.insert(0, str(REPO / "hub"))
 
 
 def source_notebook():
@@ -106,13 +107,13 @@ def test_students_see_only_their_own_submissions(classroom, monkeypatch):
     src = course / "source" / ASSIGNMENT
     src.mkdir(parents=True)
     nbformat.write(source_notebook(), src / f"{ASSIGNMENT}.ipynb")
+    # The formgrader's config as render.py writes it, with this test's paths.
     gcfg = Config()
-    gcfg.Exchange.root = str(volume)
+    exec(render.grader_config({"exchange": {"mountPath": str(volume)}}, {"id": COURSE}),  # noqa: S102
+         {"get_config": lambda: gcfg})
+    assert gcfg.ExchangeFactory.collect == "torchclass_exchange.PerStudentCollect"
     gcfg.CourseDirectory.root = str(course)
-    gcfg.CourseDirectory.course_id = COURSE
     gcfg.CourseDirectory.db_students = [{"id": "ana"}, {"id": "ben"}, {"id": "cy"}]
-    gcfg.ExchangeFactory.collect = "torchclass_exchange.PerStudentCollect"
-    gcfg.ExchangeFactory.release_feedback = "torchclass_exchange.PerStudentReleaseFeedback"
     gcfg.ExecutePreprocessor.timeout = 60
     api = NbGraderAPI(coursedir=CourseDirectory(config=gcfg), config=gcfg)
     for step in (api.generate_assignment(ASSIGNMENT), api.release_assignment(ASSIGNMENT)):
@@ -179,3 +180,19 @@ def test_hub_policy_mounts_no_one_elses_folder(classroom):
                                     f"{COURSE}/students/ana/feedback")
         assert mount.get("readOnly") is (not mount["subPath"].endswith("inbound") or None)
     assert Path(tc["exchange"]["mountPath"]).is_absolute()
+
+
+def test_the_students_config_in_the_values_sets_what_the_writer_sets(monkeypatch, tmp_path):
+    """The values' student config is env-driven (the hub policy sets the course and exchange);
+    for one course it must set what torchclass_exchange writes for a Kubernetes student."""
+    import torchclass_exchange
+
+    root = "/srv/nbgrader/exchange"
+    home = tmp_path / "home"
+    cfg = student_config(root, home, monkeypatch)
+    del cfg.Exchange["assignment_dir"], cfg.Exchange["cache"]  # this test's own additions
+    written = Config()
+    exec(torchclass_exchange.config_text(  # noqa: S102 - as nbgrader does
+        header="", deployment="kubernetes", role="student", course_id=COURSE,
+        exchange_root=root), {"get_config": lambda: written})
+    assert cfg == written
