@@ -41,7 +41,8 @@ def test_deterministic_mode_sets_cublas_workspace_before_torch_starts(notebook):
 
 
 # Lessons that train a model and report how well it generalises.
-SPLIT_LESSONS = ["stage1/lessons/06-training-loop-from-scratch.ipynb", "stage2/lessons/05-cnns.ipynb"]
+SPLIT_LESSONS = ["stage1/lessons/06-training-loop-from-scratch.ipynb", "stage2/lessons/05-cnns.ipynb",
+                 "stage2/lessons/10-regularisation-and-initialisation.ipynb"]
 # A call that evaluates on the test split: the test data passed to a model or an evaluation
 # function (printing its shape or taking its length is not a use).
 TEST_USE = re.compile(r"\b(?!tuple\b|len\b|print\b)\w+\(\s*(?:[^()]*,\s*)?(X_test|test_loader)\b")
