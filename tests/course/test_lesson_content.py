@@ -41,7 +41,8 @@ def test_deterministic_mode_sets_cublas_workspace_before_torch_starts(notebook):
 
 
 # Lessons that train a model and report how well it generalises.
-SPLIT_LESSONS = ["stage1/lessons/06-training-loop-from-scratch.ipynb", "stage2/lessons/05-cnns.ipynb"]
+SPLIT_LESSONS = ["stage1/lessons/06-training-loop-from-scratch.ipynb", "stage2/lessons/05-cnns.ipynb",
+                 "stage2/lessons/10-regularisation-and-initialisation.ipynb"]
 # A call that evaluates on the test split: the test data passed to a model or an evaluation
 # function (printing its shape or taking its length is not a use).
 TEST_USE = re.compile(r"\b(?!tuple\b|len\b|print\b)\w+\(\s*(?:[^()]*,\s*)?(X_test|test_loader)\b")
@@ -69,3 +70,23 @@ def test_normalisation_statistics_are_computed_not_typed_in(notebook):
     typed = re.compile(r"^\s*(mean|std)\s*(,\s*(mean|std)\s*)?=\s*[\[(]?\s*[\[(]?\s*\d", re.MULTILINE | re.IGNORECASE)
     offenders = [src.splitlines()[0] for src in _code(notebook) if typed.search(src)]
     assert not offenders, f"{_rel(notebook)}: hard-coded normalisation statistics in cells starting {offenders}"
+
+
+# Projects whose hints say how to reach an accuracy target graded on test data: the hint must send
+# students to a validation split for every choice, and mention the test data only to keep it out.
+HINT_PROJECTS = ["stage2/projects/s2-cifar10-cnn/s2-cifar10-cnn.ipynb"]
+_SENTENCE = re.compile(r"[^.!?]*(?:[.!?](?=\s|$)|$)", re.DOTALL)
+
+
+@pytest.mark.parametrize("rel", HINT_PROJECTS)
+def test_project_hints_tune_on_validation_not_on_the_test_data(rel):
+    cells = [c.source for c in nbformat.read(COURSE / rel, as_version=4).cells if c.cell_type == "markdown"]
+    hints = [src for src in cells if re.search(r"below the target|more epochs|learning rate", src, re.IGNORECASE)]
+    assert hints, f"{rel}: no hint on reaching the target found"
+    for src in hints:
+        assert re.search(r"\bvalidation\b", src, re.IGNORECASE), f"{rel}: a tuning hint without a validation split"
+        for sentence in _SENTENCE.findall(" ".join(src.split())):
+            choosing = re.search(r"\b(try|tun\w*|pick\w*|choos\w*|compar\w*|adjust\w*|until)\b", sentence, re.IGNORECASE)
+            if choosing and re.search(r"test_loader|test (set|split|images|accuracy)", sentence, re.IGNORECASE):
+                assert re.search(r"\b(not|never|once|no)\b", sentence, re.IGNORECASE), (
+                    f"{rel}: the hint uses the test data for choosing: {sentence.strip()!r}")
