@@ -4,6 +4,7 @@ import only the standard library and nbgrader's own stack; the image's hand-writ
 must set what the writer sets; every deployed copy is that file."""
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -77,8 +78,27 @@ def test_the_image_config_sets_what_the_writer_sets(monkeypatch):
 
 
 def test_the_image_instructor_config_switches_autograde_off_as_the_writer_does():
+    """Docker instructors and the Kubernetes formgrader: no Autograde, students' HTML sanitized,
+    feedback without hidden tests (before, the image set only the first)."""
     image = (IMAGE_JUPYTER / "instructor" / "nbgrader_config.py").read_text()
-    assert load(image) == load(tx.config_text(header="", autograde_off=True))
+    assert load(image) == load(tx.config_text(header="", autograde_off=True, sanitize_html=True,
+                                              hide_hidden_tests=True))
+
+
+def test_the_image_instructor_config_strips_a_students_script(tmp_path):
+    """The attack: markdown with a script, rendered with the image's instructor settings."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell('hi <script>alert("owned")</script>'
+                                      '<img src=x onerror="alert(1)">')])
+    cfg = load((IMAGE_JUPYTER / "instructor" / "nbgrader_config.py").read_text())
+    page, _ = HTMLExporter(config=cfg).from_notebook_node(nb)
+    live = re.compile(r'<script>alert\("owned"\)|<img[^>]*onerror')  # as markup, not as text
+    assert not live.search(page)
+    plain, _ = HTMLExporter().from_notebook_node(nb)
+    assert live.search(plain)  # without the settings, both reach the page as markup
 
 
 def test_the_autograde_refusal_names_the_sandboxed_command(monkeypatch):
