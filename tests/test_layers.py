@@ -6,7 +6,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RANK = {"torchclass_course": 0, "torchclass_classroom": 1, "torchclass_grading": 2,
-        "torchclass_hub": 3}
+        "torchclass_hub": 3, "torchclass_deploy": 4}
 
 
 def _layer(path: Path) -> int:

@@ -100,8 +100,8 @@ def _code_key(module: str) -> str:
 
 
 def _render():
-    """k8s/render.py (not a package): the layered chart values the rest of the cluster uses."""
-    path = Path(__file__).resolve().parents[2] / "k8s" / "render.py"
+    """k8s/torchclass_deploy/render.py: the layered chart values the rest of the cluster uses."""
+    path = Path(__file__).resolve().parents[2] / "k8s" / "torchclass_deploy" / "render.py"
     spec = importlib.util.spec_from_file_location("torchclass_k8s_render", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

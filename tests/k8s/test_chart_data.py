@@ -1,5 +1,5 @@
-"""The pinned jupyterhub chart's data kept in k8s/chart/upstream/ (k8s/chart_data.py): it
-matches Chart.yaml's pin and its checksums, and a refresh from a chart archive rebuilds it."""
+"""The pinned jupyterhub chart's data kept in k8s/chart/upstream/ (torchclass_deploy.chart_data):
+it matches Chart.yaml's pin and its checksums, and a refresh from a chart archive rebuilds it."""
 
 import io
 import json

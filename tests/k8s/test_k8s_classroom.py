@@ -1,14 +1,11 @@
 """The classroom file (the one-machine hub's config) drives the cluster too: its course,
 roster and limits become a values layer between the GPU layer and the site."""
 
-import os
-import subprocess
-import sys
 
 import jsonschema
 import pytest
 import yaml
-from k8s_support import REPO, reference_file, render
+from k8s_support import REPO, reference_file, render, run_module
 
 pytestmark = pytest.mark.k8s
 
@@ -64,10 +61,7 @@ def test_site_still_wins_over_classroom(classroom, tmp_path):
 def test_bad_classroom_names_file_and_key(tmp_path):
     bad = tmp_path / "classroom.yaml"
     bad.write_text("course_id: [oops]\ninstructors: [teacher]\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO / "hub")}
-    proc = subprocess.run([sys.executable, str(REPO / "k8s/render.py"), "classroom",
-                           "--classroom", str(bad)], capture_output=True, text=True,
-                          timeout=60, check=False, env=env)
+    proc = run_module("torchclass_deploy.render", "classroom", "--classroom", bad)
     assert proc.returncode == 2
     assert str(bad) in proc.stderr and "course_id" in proc.stderr
 

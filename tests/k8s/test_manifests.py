@@ -2,12 +2,10 @@
 strictly against the Kubernetes versions the chart supports."""
 
 import copy
-import subprocess
-import sys
 
 import pytest
 import yaml
-from k8s_support import REPO, render, validate_strict
+from k8s_support import REPO, render, run_module, validate_strict
 
 pytestmark = pytest.mark.k8s
 
@@ -186,9 +184,7 @@ def test_gpu_pool_objects(docs):
 
 def test_generated_template_is_what_helm_gets(tmp_path):
     out = tmp_path / "torchclass.generated.yaml"
-    proc = subprocess.run([sys.executable, str(REPO / "k8s/render.py"), "manifests",
-                           "--site", str(SITE), "--out", str(out)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = run_module("torchclass_deploy.render", "manifests", "--site", SITE, "--out", out)
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     assert "{{" not in text  # Helm would evaluate it as a template

@@ -2,13 +2,11 @@
 
 import json
 import re
-import subprocess
-import sys
 
 import jsonschema
 import pytest
 import yaml
-from k8s_support import REPO, reference_file, render
+from k8s_support import REPO, reference_file, render, run_module
 
 pytestmark = pytest.mark.k8s
 
@@ -116,11 +114,9 @@ def test_every_course_has_its_formgrader_service(merged):
 def test_bad_values_file_names_file_and_problem(tmp_path):
     bad = tmp_path / "site.yaml"
     bad.write_text("jupyterhub: [not, a, mapping\n")
-    proc = subprocess.run([sys.executable, str(REPO / "k8s/render.py"), "values",
-                           "--site", str(bad)], capture_output=True, text=True, timeout=60, check=False)
+    proc = run_module("torchclass_deploy.render", "values", "--site", bad)
     assert proc.returncode == 2
     assert str(bad) in proc.stderr and "not valid YAML" in proc.stderr
     missing = tmp_path / "nope.yaml"
-    proc = subprocess.run([sys.executable, str(REPO / "k8s/render.py"), "values",
-                           "--site", str(missing)], capture_output=True, text=True, timeout=60, check=False)
+    proc = run_module("torchclass_deploy.render", "values", "--site", missing)
     assert proc.returncode == 2 and f"{missing}: no such values file" in proc.stderr
