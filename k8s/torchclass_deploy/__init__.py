@@ -1,7 +1,8 @@
 """torchclass on Kubernetes, the top layer beside images/: the Helm values' layering and the
 objects the wrapper chart adds to z2jh (k8s/README.md).
 
-- render: the layered values, and torchclass's own objects rendered from them
+- layers: the values, layered as Helm layers them;
+- render: torchclass's own objects, rendered from those values
   (`python -m torchclass_deploy.render values|manifests|classroom`, run by make);
 - chart_data: the pinned z2jh chart's schema and defaults kept in k8s/chart/upstream/
   (`python -m torchclass_deploy.chart_data verify|refresh`).

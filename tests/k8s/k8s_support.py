@@ -12,7 +12,7 @@ import types
 from pathlib import Path
 
 import yaml
-from torchclass_deploy import chart_data, render
+from torchclass_deploy import chart_data, layers
 
 REPO = Path(__file__).resolve().parents[2]
 # The oldest Kubernetes z2jh 4.4.0 supports, and the newest kubernetes-validate knows.
@@ -182,4 +182,4 @@ def build_pod(config, username, profile_slug):
 
 
 def load_values_with_site():
-    return render.load_values(site=REPO / "k8s/values/site.example.yaml")
+    return layers.load_values(site=REPO / "k8s/values/site.example.yaml")

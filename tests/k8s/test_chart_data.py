@@ -8,7 +8,8 @@ import tarfile
 
 import pytest
 import yaml
-from k8s_support import REPO, chart_data
+from k8s_support import REPO
+from torchclass_deploy import chart_data
 
 pytestmark = pytest.mark.k8s
 

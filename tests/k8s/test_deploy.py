@@ -6,7 +6,8 @@ import shutil
 import subprocess
 
 import pytest
-from k8s_support import REPO, render
+from k8s_support import REPO
+from torchclass_deploy import layers
 
 pytestmark = pytest.mark.k8s
 
@@ -32,7 +33,7 @@ def test_deploy_layers_in_documented_order():
     assert flags(helm, "-f") == ["k8s/values/gpu.yaml", "build/k8s-classroom-values.yaml",
                                  "k8s/values/site.example.yaml"]
     assert flags(helm, "--set-file") == [f"{key}={path.relative_to(REPO)}"
-                                         for key, path in render.SET_FILES]
+                                         for key, path in layers.SET_FILES]
     # The objects torchclass adds are rendered from the same layers just before.
     assert ("-m torchclass_deploy.render manifests --site k8s/values/site.example.yaml "
             "--classroom hub/classroom.yaml --out k8s/chart/templates/torchclass.generated.yaml"

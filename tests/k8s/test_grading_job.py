@@ -23,7 +23,8 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from k8s_support import REPO, render, validate_strict
+from k8s_support import REPO, run_module, validate_strict
+from torchclass_deploy import layers, render
 
 sys.path.insert(0, str(REPO / "tests" / "grading"))
 import families
@@ -32,8 +33,8 @@ from toy_assignment import write_toy_assignment
 
 pytestmark = pytest.mark.k8s
 
-VALUES = render.load_values()
-TC = render.torchclass_settings(VALUES)
+VALUES = layers.load_values()
+TC = layers.torchclass_settings(VALUES)
 
 
 @pytest.fixture(scope="module")
@@ -173,21 +174,15 @@ def test_limits_come_from_the_classroom_file(toy, tmp_path):
 
 def test_the_command_line_prints_the_manifests(toy):
     family, course = toy
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        str(REPO / p) for p in ("hub", "grading", "course")))
-    out = subprocess.run([sys.executable, "-m", "torchclass_grading.k8s_job", str(course),
-                          family.assignment_id, "--image", "example.org/nb:1",
-                          "--namespace", "grading"],
-                         capture_output=True, text=True, env=env, timeout=120, check=False)
+    out = run_module("torchclass_grading.k8s_job", course, family.assignment_id,
+                     "--image", "example.org/nb:1", "--namespace", "grading")
     assert out.returncode == 0, out.stderr
     docs = list(yaml.safe_load_all(out.stdout))
     assert len(kinds(docs, "Job")) == len(family.members)
     assert {d["metadata"]["namespace"] for d in docs} == {"grading"}
     images = {c["image"] for j in kinds(docs, "Job") for c in j["spec"]["template"]["spec"]["containers"]}
     assert images == {"example.org/nb:1"}
-    bad = subprocess.run([sys.executable, "-m", "torchclass_grading.k8s_job", str(course),
-                          "no-such-assignment"], capture_output=True, text=True, env=env,
-                         timeout=120, check=False)
+    bad = run_module("torchclass_grading.k8s_job", course, "no-such-assignment")
     assert bad.returncode == 2 and "no-such-assignment" in bad.stderr
 
 

@@ -5,7 +5,8 @@ roster and limits become a values layer between the GPU layer and the site."""
 import jsonschema
 import pytest
 import yaml
-from k8s_support import REPO, reference_file, render, run_module
+from k8s_support import REPO, reference_file, run_module
+from torchclass_deploy import layers, render
 
 pytestmark = pytest.mark.k8s
 
@@ -27,8 +28,8 @@ def classroom(tmp_path):
 
 
 def test_classroom_layer(classroom, z2jh_defaults):
-    values = render.load_values(classroom=classroom)
-    sub = render.subchart_values(values, z2jh_defaults)
+    values = layers.load_values(classroom=classroom)
+    sub = layers.subchart_values(values, z2jh_defaults)
     schema = yaml.safe_load(reference_file("values.schema.json").read_text())
     jsonschema.Draft7Validator(schema).validate(sub)
     (course,) = sub["custom"]["torchclass"]["courses"]
@@ -46,7 +47,7 @@ def test_classroom_layer(classroom, z2jh_defaults):
 def test_unset_classroom_keys_keep_cluster_values(tmp_path):
     path = tmp_path / "classroom.yaml"
     path.write_text("course_id: torch101\ninstructors: [teacher]\n")
-    values = render.load_values(classroom=path)
+    values = layers.load_values(classroom=path)
     assert values["jupyterhub"]["singleuser"]["startTimeout"] == 600  # not the hub's 120 default
     assert values["jupyterhub"]["singleuser"]["memory"]["limit"] == "4G"
 
@@ -54,7 +55,7 @@ def test_unset_classroom_keys_keep_cluster_values(tmp_path):
 def test_site_still_wins_over_classroom(classroom, tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text("jupyterhub: {singleuser: {memory: {limit: 8G}}}\n")
-    values = render.load_values(site=site, classroom=classroom)
+    values = layers.load_values(site=site, classroom=classroom)
     assert values["jupyterhub"]["singleuser"]["memory"]["limit"] == "8G"
 
 
@@ -70,8 +71,8 @@ def test_the_repository_classroom_file(z2jh_defaults):
     path = REPO / "hub/classroom.yaml"
     if not path.is_file():
         pytest.skip(f"{path} is not in this checkout yet (the hub part brings it)")
-    values = render.load_values(classroom=path)
-    sub = render.subchart_values(values, z2jh_defaults)
+    values = layers.load_values(classroom=path)
+    sub = layers.subchart_values(values, z2jh_defaults)
     schema = yaml.safe_load(reference_file("values.schema.json").read_text())
     jsonschema.Draft7Validator(schema).validate(sub)
     room = yaml.safe_load(path.read_text())

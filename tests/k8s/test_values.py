@@ -6,7 +6,8 @@ import re
 import jsonschema
 import pytest
 import yaml
-from k8s_support import REPO, reference_file, render, run_module
+from k8s_support import REPO, reference_file, run_module
+from torchclass_deploy import layers
 
 pytestmark = pytest.mark.k8s
 
@@ -31,8 +32,8 @@ LIVE_SITE = REPO / "tests/k8s/live/site-k3s.yaml"
                                       (LIVE_SITE, False)],
                          ids=["base", "base+gpu", "base+gpu+site", "live-k3s"])
 def test_layers_validate_against_chart_schema(schema, z2jh_defaults, site, gpu):
-    values = render.load_values(site=site, gpu=gpu)
-    sub = render.subchart_values(values, z2jh_defaults)
+    values = layers.load_values(site=site, gpu=gpu)
+    sub = layers.subchart_values(values, z2jh_defaults)
     assert schema_errors(schema, sub) == []
 
 
@@ -40,7 +41,7 @@ def test_schema_catches_a_wrong_key(schema, z2jh_defaults, tmp_path):
     # Proves the check above has teeth: a typo in a site file is reported.
     site = tmp_path / "site.yaml"
     site.write_text("jupyterhub:\n  singleuser:\n    memmory: {limit: 4G}\n")
-    sub = render.subchart_values(render.load_values(site=site), z2jh_defaults)
+    sub = layers.subchart_values(layers.load_values(site=site), z2jh_defaults)
     assert any("memmory" in e for e in schema_errors(schema, sub))
 
 
@@ -51,7 +52,7 @@ def test_layer_order_later_wins_lists_replace(z2jh_defaults, tmp_path):
                        "memory": {"limit": "8G"}},
         "custom": {"torchclass": {"gpuSharing": {"replicas": 8}}},
         "cull": {"timeout": None}}}))
-    sub = render.subchart_values(render.load_values(site=site), z2jh_defaults)
+    sub = layers.subchart_values(layers.load_values(site=site), z2jh_defaults)
     assert [p["slug"] for p in sub["singleuser"]["profileList"]] == ["only"]
     assert sub["singleuser"]["memory"] == {"limit": "8G", "guarantee": "2G"}
     assert sub["custom"]["torchclass"]["gpuSharing"]["replicas"] == 8
