@@ -4,6 +4,8 @@ objects the wrapper chart adds to z2jh (k8s/README.md).
 - layers: the values, layered as Helm layers them;
 - render: torchclass's own objects, rendered from those values
   (`python -m torchclass_deploy.render values|manifests|classroom`, run by make);
+- grading_jobs: the grading Jobs (torchclass_grading.k8s_job) for the values' images, pools
+  and limits (`python -m torchclass_deploy.grading_jobs COURSE_DIR AID`);
 - chart_data: the pinned z2jh chart's schema and defaults kept in k8s/chart/upstream/
   (`python -m torchclass_deploy.chart_data verify|refresh`).
 

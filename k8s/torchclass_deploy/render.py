@@ -197,7 +197,7 @@ def formgrader(tc, course):
         "JUPYTER_CONFIG_PATH": "/etc/jupyter/instructor",
         # The image switches Autograde off (it would run students' code in this pod, beside
         # every submission) and names the sandboxed way instead.
-        "TORCHCLASS_GRADE_COMMAND": "grading Jobs: python -m torchclass_grading.k8s_job "
+        "TORCHCLASS_GRADE_COMMAND": "grading Jobs: python -m torchclass_deploy.grading_jobs "
                                     "COURSE_DIR {aid} > jobs.yaml, then kubectl apply "
                                     "(grading/README.md, Backends)",
         "PYTHONPATH": "/etc/torchclass/python",
