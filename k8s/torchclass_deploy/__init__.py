@@ -1,7 +1,8 @@
 """torchclass on Kubernetes, the top layer beside images/: the Helm values' layering and the
 objects the wrapper chart adds to z2jh (k8s/README.md).
 
-- layers: the values, layered as Helm layers them;
+- layers: the values, layered as Helm layers them, with custom.torchclass checked against
+  custom.schema.yaml;
 - render: torchclass's own objects, rendered from those values
   (`python -m torchclass_deploy.render values|manifests|classroom`, run by make);
 - grading_jobs: the grading Jobs (torchclass_grading.k8s_job) for the values' images, pools

@@ -3,17 +3,27 @@ k8s/chart/values.yaml, k8s/values/gpu.yaml (unless left out), the layer made fro
 file (optional), the site file, then the files `make deploy` passes with --set-file. Maps merge
 and lists are replaced whole, as in Helm. What every other module of the package, and the
 tests, read the values through.
+
+The merged `jupyterhub.custom.torchclass` block is checked against custom.schema.yaml: z2jh's
+own schema accepts anything under `custom`, so without it a typo in a site file would reach the
+hub pod unnoticed. An error names the layer the offending value came from, and the key.
 """
 
 import copy
+import difflib
+from functools import cache
 from pathlib import Path
 
+import jsonschema
 import yaml
 
 K8S = Path(__file__).resolve().parents[1]
 CHART = K8S / "chart"
 BASE_VALUES = CHART / "values.yaml"
 GPU_VALUES = K8S / "values" / "gpu.yaml"
+CUSTOM_SCHEMA = Path(__file__).with_name("custom.schema.yaml")
+SCHEMA_NAME = "k8s/torchclass_deploy/custom.schema.yaml"
+BLOCK = ("jupyterhub", "custom", "torchclass")
 # --set-file pairs: (values key path, file). The deploy target passes exactly these.
 SET_FILES = [
     ("jupyterhub.hub.extraFiles.torchclass-k8s.stringData", K8S / "files/hub/torchclass_k8s.py"),
@@ -23,7 +33,7 @@ SET_FILES = [
 
 
 class ValuesError(ValueError):
-    """A values file is missing, is not YAML, or is not a mapping."""
+    """A values file is missing, is not YAML, is not a mapping, or breaks custom.schema.yaml."""
 
 
 def load_yaml(path):
@@ -112,17 +122,103 @@ def classroom_values(path, below):
 
 def load_values(site=None, gpu=True, classroom=None):
     """The wrapper chart's values after every layer and --set-file, as Helm computes them:
-    base, gpu, the classroom file's layer, the site."""
-    values = {}
+    base, gpu, the classroom file's layer, the site; custom.torchclass checked."""
+    values, layers = {}, []
+
+    def add(source, doc):
+        nonlocal values
+        layers.append((source, doc))
+        values = merge(values, doc, keep_null=True)
+
     for path in [BASE_VALUES] + ([GPU_VALUES] if gpu else []):
-        values = merge(values, load_yaml(path), keep_null=True)
+        add(str(path), load_yaml(path))
     if classroom:
-        values = merge(values, classroom_values(classroom, values), keep_null=True)
+        add(f"the layer made from {classroom}", classroom_values(classroom, values))
     if site:
-        values = merge(values, load_yaml(site), keep_null=True)
+        add(str(site), load_yaml(site))
+    check_custom(values, layers)
     for dotted, path in SET_FILES:
         set_path(values, dotted, path.read_text())
     return values
+
+
+@cache
+def custom_schema() -> dict:
+    return yaml.safe_load(CUSTOM_SCHEMA.read_text())
+
+
+def _without_nulls(node):
+    # Between layers a null is kept so that it deletes the subchart's default; for the schema it
+    # has done its job: the key is gone.
+    if isinstance(node, dict):
+        return {k: _without_nulls(v) for k, v in node.items() if v is not None}
+    if isinstance(node, list):
+        return [_without_nulls(v) for v in node]
+    return node
+
+
+def _origin(layers, path):
+    """The layer the merged value at `path` (under BLOCK) came from: the last one that sets it,
+    or that sets a list, a scalar or a null on the way to it (each replaces what was below)."""
+    for source, doc in reversed(layers):
+        node = doc
+        for part in [*BLOCK, *path]:
+            if not isinstance(node, dict):
+                return source
+            if part not in node:
+                break
+            node = node[part]
+            if node is None:
+                return source
+        else:
+            return source
+    return None
+
+
+def _key(path) -> str:
+    out = ".".join(BLOCK)
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def check_custom(values, layers):
+    """Raise ValuesError for the first (shallowest) way the merged block breaks the schema,
+    naming the file it came from, the key and what the key is for."""
+    node = values
+    for part in BLOCK:
+        node = node.get(part) if isinstance(node, dict) else None
+    block = _without_nulls(node) if isinstance(node, dict) else node
+    if not isinstance(block, dict):
+        source = _origin(layers, []) or layers[0][0]
+        raise ValuesError(f"{source}: key '{_key([])}' must be a mapping of torchclass's "
+                          f"settings, got {block!r}. Fix: see k8s/chart/values.yaml")
+    errors = jsonschema.Draft202012Validator(custom_schema()).iter_errors(block)
+    err = min(errors, key=lambda e: (len(e.absolute_path), [str(p) for p in e.absolute_path]),
+              default=None)
+    if err is None:
+        return
+    path = list(err.absolute_path)
+    about = f"About the key: {err.schema.get('description') or SCHEMA_NAME}"
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = next(k for k in err.instance if k not in allowed)
+        close = difflib.get_close_matches(extra, allowed, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        source = _origin(layers, [*path, extra])
+        raise ValuesError(f"{source}: unknown key '{_key([*path, extra])}'. Fix: {hint}allowed "
+                          f"keys here are {', '.join(allowed)}.")
+    if err.validator == "required":
+        missing = next(k for k in err.validator_value if k not in err.instance)
+        source = _origin(layers, [*path, missing]) or _origin(layers, path) or layers[0][0]
+        what = err.schema.get("properties", {}).get(missing, {}).get("description")
+        raise ValuesError(f"{source}: missing required key '{_key([*path, missing])}'. "
+                          f"Fix: set it. About the key: {what or SCHEMA_NAME}")
+    source = _origin(layers, path) or layers[0][0]
+    if err.validator == "type":
+        raise ValuesError(f"{source}: key '{_key(path)}' must be of type {err.validator_value}, "
+                          f"got {type(err.instance).__name__} {err.instance!r}. {about}")
+    raise ValuesError(f"{source}: key '{_key(path)}': {err.message}. {about}")
 
 
 def subchart_values(values, defaults):
