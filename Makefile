@@ -9,7 +9,7 @@ VENV ?= /opt/torchclass
 BASE_PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -v python3)
 PY := $(VENV)/bin/python
 # The project's packages are imported from the checkout, not installed, so a change is live at once.
-export PYTHONPATH := $(CURDIR)/hub:$(CURDIR)/grading:$(CURDIR)/course
+export PYTHONPATH := $(CURDIR)/hub:$(CURDIR)/grading:$(CURDIR)/course:$(CURDIR)/k8s
 export TORCHCLASS_VENV := $(VENV)
 
 REQUIREMENTS := images/notebook/requirements.txt images/hub/requirements.txt tests/requirements.txt

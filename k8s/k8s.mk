@@ -20,7 +20,7 @@ HELM_LAYERS = $(if $(GPU_VALUES),-f $(GPU_VALUES)) $(if $(CLASSROOM),-f $(CLASSR
   -f $(SITE_VALUES) $(HELM_SET_FILES)
 # The classroom file's layer, written where helm can read it (only when CLASSROOM is set).
 define classroom_layer
-	$(if $(CLASSROOM),@mkdir -p build && $(PY) k8s/render.py classroom --classroom $(CLASSROOM) \
+	$(if $(CLASSROOM),@mkdir -p build && $(PY) -m torchclass_deploy.render classroom --classroom $(CLASSROOM) \
 	  $(if $(GPU_VALUES),,--no-gpu) --out $(CLASSROOM_LAYER))
 endef
 
@@ -29,11 +29,11 @@ define need
 endef
 
 k8s-values: ## print the layered Helm values (SITE_VALUES=..., GPU_VALUES= for CPU-only)
-	@$(PY) k8s/render.py values $(K8S_RENDER_ARGS)
+	@$(PY) -m torchclass_deploy.render values $(K8S_RENDER_ARGS)
 
 k8s-template: ## render torchclass's own objects into the chart (and everything, if helm is here)
 	$(call classroom_layer)
-	$(PY) k8s/render.py manifests $(K8S_RENDER_ARGS) --out $(K8S_GENERATED)
+	$(PY) -m torchclass_deploy.render manifests $(K8S_RENDER_ARGS) --out $(K8S_GENERATED)
 	@if command -v helm >/dev/null && test -f $(SITE_VALUES); then \
 	  mkdir -p build && helm dependency build k8s/chart >/dev/null \
 	  && helm template $(RELEASE) k8s/chart -n $(NAMESPACE) $(HELM_LAYERS) > build/k8s-rendered.yaml \
@@ -66,7 +66,7 @@ deploy: ## helm upgrade --install the classroom (SITE_VALUES, RELEASE, NAMESPACE
 	@kubectl -n $(NAMESPACE) get secret torchclass-hub-secrets >/dev/null 2>&1 \
 	  || { echo "error: Secret $(NAMESPACE)/torchclass-hub-secrets is missing: run 'make k8s-secret' first" >&2; exit 1; }
 	$(call classroom_layer)
-	$(PY) k8s/render.py manifests $(K8S_RENDER_ARGS) --out $(K8S_GENERATED)
+	$(PY) -m torchclass_deploy.render manifests $(K8S_RENDER_ARGS) --out $(K8S_GENERATED)
 	helm dependency build k8s/chart
 	helm upgrade --install $(RELEASE) k8s/chart --namespace $(NAMESPACE) --create-namespace \
 	  $(HELM_LAYERS) --wait --timeout 15m

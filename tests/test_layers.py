@@ -9,14 +9,14 @@ REPO = Path(__file__).resolve().parents[1]
 # writer every deployment ships) sits in the classroom layer; it imports none of ours at all
 # (tests/test_nbgrader_configs.py).
 RANK = {"torchclass_course": 0, "torchclass_classroom": 1, "torchclass_exchange": 1,
-        "torchclass_grading": 2, "torchclass_hub": 3}
+        "torchclass_grading": 2, "torchclass_hub": 3, "torchclass_deploy": 4}
 
 
 def _layer(path: Path) -> int:
     for name, rank in RANK.items():
         if name in path.parts or path.parts[-1] == f"{name}.py":
             return rank
-    return 4  # images/, k8s/
+    return 4  # images/, k8s/ (torchclass_deploy, files/)
 
 
 def _sources():
@@ -41,3 +41,22 @@ def test_no_import_goes_up_a_layer():
                 if RANK.get(top, -1) > own:
                     wrong.append(f"{path.relative_to(REPO)}:{node.lineno} imports {name}")
     assert not wrong, "imports against the layer order:\n" + "\n".join(wrong)
+
+
+def test_no_module_below_the_top_loads_code_by_path():
+    """Loading a file by path (as the grading Job once loaded k8s/render.py) hides an import
+    from the check above; below the top layer, code is imported by name."""
+    loaders = {"spec_from_file_location", "SourceFileLoader", "run_path"}
+    # The instructor's own jupyterhub_config.d/*.py: files, not modules of any layer.
+    escape_hatch = Path("hub/torchclass_hub/jupyterhub_config.py")
+    wrong = []
+    for path in _sources():
+        if _layer(path.relative_to(REPO)) == RANK["torchclass_deploy"] or \
+                path.relative_to(REPO) == escape_hatch:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            name = (node.attr if isinstance(node, ast.Attribute)
+                    else node.id if isinstance(node, ast.Name) else None)
+            if name in loaders:
+                wrong.append(f"{path.relative_to(REPO)}:{node.lineno} uses {name}")
+    assert not wrong, "code loaded by path below the top layer:\n" + "\n".join(wrong)

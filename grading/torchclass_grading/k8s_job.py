@@ -1,9 +1,12 @@
 """Grade an assignment on Kubernetes: one Job per submitted notebook (manifests only, dry run).
 
-    python -m torchclass_grading.k8s_job COURSE_DIR AID [--image IMG] [--classroom FILE]
+    python -m torchclass_deploy.grading_jobs COURSE_DIR AID [--image IMG] [--classroom FILE]
         [--site FILE] [--namespace NS] > jobs.yaml          # build; `kubectl apply -f jobs.yaml`
     python -m torchclass_grading.k8s_job record COURSE_DIR AID RESULTS_DIR
                                                            # the results, into the gradebook
+
+`build` takes what it needs of the cluster as a `Cluster`; the k8s layer above
+(torchclass_deploy.grading_jobs) fills it from the chart's values, which grading never reads.
 
 Never run against a live cluster (none can run where this was written): the objects are
 validated offline against the Kubernetes schemas, and the two programs each pod runs are
@@ -28,8 +31,7 @@ cannot be signalled). No pod has a service account token. The kernel container a
 `nvidia.com/gpu: 1`, the CUDA image and the GPU pool's node selector and tolerations only when
 an assignment declares it needs a GPU: notebook metadata `"torchclass": {"gpu": true}` in one
 of its source notebooks (course/stage<N>/projects/<id>/<id>.ipynb, kept by nbgrader in the
-release). Memory and CPU limits come from the classroom file (`spawner.mem_limit`,
-`cpu_limit`), else the chart's singleuser limits.
+release). The kernel's memory and CPU limits are the Cluster's.
 """
 
 from __future__ import annotations
@@ -37,13 +39,13 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import importlib.util
 import json
 import os
 import re
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from torchclass_grading.engine.backends import KernelBackend
@@ -91,21 +93,24 @@ class JobError(ValueError):
     pass
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """What the Jobs take from the cluster they run on."""
+
+    cpu_image: str
+    cuda_image: str            # for an assignment that declares it needs a GPU
+    cpu_pool: dict             # nodeSelector, tolerations
+    gpu_pool: dict
+    limits: dict               # the kernel container's {"cpu": ..., "memory": ...}
+    datasets: dict             # the staged datasets' claimName and mountPath
+
+
 # ---------------------------------------------------------------- building the manifests
 
 
 def _code_key(module: str) -> str:
     """A runner module's key in the code ConfigMap (keys cannot hold a /)."""
     return module.replace("/", "--")
-
-
-def _render():
-    """k8s/render.py (not a package): the layered chart values the rest of the cluster uses."""
-    path = Path(__file__).resolve().parents[2] / "k8s" / "render.py"
-    spec = importlib.util.spec_from_file_location("torchclass_k8s_render", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def needs_gpu(source_dir: Path) -> bool:
@@ -138,39 +143,18 @@ def _label(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text)[:63].strip("-._") or "x"
 
 
-def _limits(classroom: str | None, values: dict) -> dict:
-    su = values["jupyterhub"]["singleuser"]
-    cpu, memory = su["cpu"]["limit"], su["memory"]["limit"]
-    if classroom:
-        from torchclass_classroom import ConfigError, load
-
-        try:
-            spawner = load(classroom, env={})["spawner"]
-        except ConfigError as err:
-            raise JobError(str(err)) from err
-        cpu, memory = spawner.get("cpu_limit", cpu), spawner.get("mem_limit", memory)
-    return {"cpu": str(cpu), "memory": str(memory)}
-
-
-def build(course_dir, aid: str, image: str | None = None, classroom: str | None = None,
-          site: str | None = None, namespace: str | None = None,
-          problems: list[str] | None = None) -> list[dict]:
+def build(course_dir, aid: str, cluster: Cluster, image: str | None = None,
+          namespace: str | None = None, problems: list[str] | None = None) -> list[dict]:
     """Every object that grades `aid`'s submissions: a NetworkPolicy, the runner code's
-    ConfigMap, then per submitted notebook its ConfigMap and Job."""
+    ConfigMap, then per submitted notebook its ConfigMap and Job. `image` replaces the
+    cluster's for both containers."""
     from torchclass_grading.engine import Engine, Outcome
 
-    render = _render()
-    try:
-        values = render.load_values(site=site)
-    except render.ValuesError as err:
-        raise JobError(str(err)) from err
-    tc = render.torchclass_settings(values)
     eng = Engine(course_dir, aid, progress=None)
     gpu = needs_gpu(eng.source_dir)
-    pool = tc["gpuPool"] if gpu else tc["cpuPool"]
-    image = image or render.image_ref(tc["images"]["cuda" if gpu else "cpu"])
-    limits = _limits(classroom, values)
-    kernel_resources = {"requests": dict(limits), "limits": dict(limits)}
+    pool = cluster.gpu_pool if gpu else cluster.cpu_pool
+    image = image or (cluster.cuda_image if gpu else cluster.cpu_image)
+    kernel_resources = {"requests": dict(cluster.limits), "limits": dict(cluster.limits)}
     if gpu:
         kernel_resources["limits"]["nvidia.com/gpu"] = 1
     ns = {"namespace": namespace} if namespace else {}
@@ -197,7 +181,8 @@ def build(course_dir, aid: str, image: str | None = None, classroom: str | None 
                 continue
             try:
                 docs += _submission(eng, student, nb_name, text, image=image, pool=pool,
-                                    resources=kernel_resources, ns=ns, datasets=tc["datasets"],
+                                    resources=kernel_resources, ns=ns,
+                                    datasets=cluster.datasets,
                                     labels={**LABEL_PART_OF, **selector}, code_name=code_name)
             except JobError as err:  # this notebook is not sent; the rest of the class is
                 out.problems.append(f"{nb_name}: not graded: {err}")
@@ -300,16 +285,6 @@ def _submission(eng, student, nb_name, text, *, image, pool, resources, ns, data
         },
     }
     return [config_map, job_obj]
-
-
-def dump(docs: list[dict]) -> str:
-    import yaml
-
-    class Plain(yaml.SafeDumper):
-        def ignore_aliases(self, data):  # shared dicts written out in full, as kubectl shows them
-            return True
-
-    return yaml.dump_all(docs, Dumper=Plain, sort_keys=False)
 
 
 # ---------------------------------------------------------------- inside the pod (runner)
@@ -417,39 +392,21 @@ def main(argv: list[str] | None = None) -> int:
         return attach(argv[1])
     if argv[:1] == ["run"]:
         return run(argv[1], argv[2])
-    if argv[:1] == ["record"]:
-        ap = argparse.ArgumentParser(prog="torchclass_grading.k8s_job record")
-        ap.add_argument("course_dir")
-        ap.add_argument("assignment")
-        ap.add_argument("results_dir")
-        args = ap.parse_args(argv[1:])
-        for o in record(args.course_dir, args.assignment, args.results_dir):
-            print(f"{o.student}: {o.status}, score {o.score}/{o.max_score}"
-                  + (": " + "; ".join(o.problems) if o.problems else ""))
-        return 0
-    ap = argparse.ArgumentParser(prog="torchclass_grading.k8s_job",
-                                 description=__doc__.split("\n\n")[0])
+    if argv[:1] != ["record"]:
+        # Building needs the cluster's values, which the k8s layer reads, not this one.
+        print("error: build the Jobs with python -m torchclass_deploy.grading_jobs COURSE_DIR "
+              "AID (k8s/ on PYTHONPATH); this module only records their results: "
+              "record COURSE_DIR AID RESULTS_DIR", file=sys.stderr)
+        return 2
+    ap = argparse.ArgumentParser(prog="torchclass_grading.k8s_job record",
+                                 description="Record the grading Jobs' results in the gradebook.")
     ap.add_argument("course_dir")
     ap.add_argument("assignment")
-    ap.add_argument("--image", help="image of both containers (default: the chart values' CPU "
-                    "image, or the CUDA image for an assignment that needs a GPU)")
-    ap.add_argument("--classroom", help="classroom file whose spawner limits the kernels get")
-    ap.add_argument("--site", help="the site's values file (k8s/values/site.yaml)")
-    ap.add_argument("--namespace")
-    args = ap.parse_args(argv)
-    from torchclass_grading.engine import EngineError
-
-    problems: list[str] = []
-    try:
-        docs = build(args.course_dir, args.assignment, image=args.image,
-                     classroom=args.classroom, site=args.site, namespace=args.namespace,
-                     problems=problems)
-    except (JobError, EngineError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for p in problems:
-        print(f"note: {p}", file=sys.stderr)
-    sys.stdout.write(dump(docs))
+    ap.add_argument("results_dir")
+    args = ap.parse_args(argv[1:])
+    for o in record(args.course_dir, args.assignment, args.results_dir):
+        print(f"{o.student}: {o.status}, score {o.score}/{o.max_score}"
+              + (": " + "; ".join(o.problems) if o.problems else ""))
     return 0
 
 

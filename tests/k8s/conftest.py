@@ -13,4 +13,4 @@ def z2jh_defaults():
 def merged(z2jh_defaults):
     """(wrapper values, subchart values) for the shipped layers: base + gpu + example site."""
     values = k8s_support.load_values_with_site()
-    return values, k8s_support.render.subchart_values(values, z2jh_defaults)
+    return values, k8s_support.layers.subchart_values(values, z2jh_defaults)

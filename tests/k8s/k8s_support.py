@@ -5,26 +5,27 @@ strict validation, and the hub's KubeSpawner configuration built the way z2jh 4.
 import asyncio
 import copy
 import importlib.util
+import os
+import subprocess
 import sys
 import types
 from pathlib import Path
 
 import yaml
+from torchclass_deploy import chart_data, layers
 
 REPO = Path(__file__).resolve().parents[2]
 # The oldest Kubernetes z2jh 4.4.0 supports, and the newest kubernetes-validate knows.
 KUBE_VERSIONS = ["1.28.0", None]
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-render = _load("torchclass_k8s_render", "k8s/render.py")
-chart_data = _load("torchclass_k8s_chart_data", "k8s/chart_data.py")
+def run_module(module, *args, timeout=120):
+    """`python -m module args` as make runs it: the checkout's packages on PYTHONPATH, whatever
+    the environment pytest was started from."""
+    path = os.pathsep.join(str(REPO / p) for p in ("hub", "grading", "course", "k8s"))
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, check=False,
+                          env={**os.environ, "PYTHONPATH": path})
 
 
 def reference_file(name):
@@ -181,4 +182,4 @@ def build_pod(config, username, profile_slug):
 
 
 def load_values_with_site():
-    return render.load_values(site=REPO / "k8s/values/site.example.yaml")
+    return layers.load_values(site=REPO / "k8s/values/site.example.yaml")

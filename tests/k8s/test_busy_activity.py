@@ -12,7 +12,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from k8s_support import free_port, render
+from k8s_support import free_port
+from torchclass_deploy import layers
 
 pytestmark = pytest.mark.k8s
 TOKEN = "busy-activity-test"
@@ -39,7 +40,7 @@ def parse(stamp):
 
 @pytest.fixture
 def server(tmp_path):
-    values = render.load_values()
+    values = layers.load_values()
     files = values["jupyterhub"]["singleuser"]["extraFiles"]
     etc = tmp_path / "etc-jupyter"
     # The same two files the chart mounts into every student pod.

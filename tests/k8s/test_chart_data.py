@@ -1,5 +1,5 @@
-"""The pinned jupyterhub chart's data kept in k8s/chart/upstream/ (k8s/chart_data.py): it
-matches Chart.yaml's pin and its checksums, and a refresh from a chart archive rebuilds it."""
+"""The pinned jupyterhub chart's data kept in k8s/chart/upstream/ (torchclass_deploy.chart_data):
+it matches Chart.yaml's pin and its checksums, and a refresh from a chart archive rebuilds it."""
 
 import io
 import json
@@ -8,7 +8,8 @@ import tarfile
 
 import pytest
 import yaml
-from k8s_support import REPO, chart_data
+from k8s_support import REPO
+from torchclass_deploy import chart_data
 
 pytestmark = pytest.mark.k8s
 

@@ -1,12 +1,13 @@
 """`make deploy` hands Helm exactly the layers, in exactly the order, that the offline tests
-validate (render.py's notion of them): checked on the command make would run."""
+validate (torchclass_deploy.render's notion of them): checked on the command make would run."""
 
 import shlex
 import shutil
 import subprocess
 
 import pytest
-from k8s_support import REPO, render
+from k8s_support import REPO
+from torchclass_deploy import layers
 
 pytestmark = pytest.mark.k8s
 
@@ -32,9 +33,9 @@ def test_deploy_layers_in_documented_order():
     assert flags(helm, "-f") == ["k8s/values/gpu.yaml", "build/k8s-classroom-values.yaml",
                                  "k8s/values/site.example.yaml"]
     assert flags(helm, "--set-file") == [f"{key}={path.relative_to(REPO)}"
-                                         for key, path in render.SET_FILES]
+                                         for key, path in layers.SET_FILES]
     # The objects torchclass adds are rendered from the same layers just before.
-    assert ("k8s/render.py manifests --site k8s/values/site.example.yaml "
+    assert ("-m torchclass_deploy.render manifests --site k8s/values/site.example.yaml "
             "--classroom hub/classroom.yaml --out k8s/chart/templates/torchclass.generated.yaml"
             in " ".join(out.split()))
     assert "helm dependency build k8s/chart" in out

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from k8s_support import REPO, exec_hub_policy, render
+from k8s_support import REPO, exec_hub_policy
+from torchclass_deploy import layers, render
 from traitlets.config import Config
 
 pytestmark = [pytest.mark.k8s, pytest.mark.grading]
@@ -36,7 +37,7 @@ def source_notebook():
 
 @pytest.fixture
 def classroom(tmp_path, z2jh_defaults):
-    sub = render.subchart_values(render.load_values(), z2jh_defaults)
+    sub = layers.subchart_values(layers.load_values(), z2jh_defaults)
     policy = exec_hub_policy(Config(), sub)
     tc = sub["custom"]["torchclass"]
     volume = tmp_path / "exchange-volume"
@@ -63,7 +64,7 @@ def student_config(exchange_root, home, monkeypatch):
     policy gives their pods (exchange root moved to this test's view of it)."""
     monkeypatch.setenv("NBGRADER_EXCHANGE", str(exchange_root))
     monkeypatch.setenv("TORCHCLASS_COURSES", COURSE)
-    source = render.load_values()["jupyterhub"]["singleuser"]["extraFiles"]["nbgrader-config"]
+    source = layers.load_values()["jupyterhub"]["singleuser"]["extraFiles"]["nbgrader-config"]
     cfg = Config()
     exec(source["stringData"], {"get_config": lambda: cfg})  # noqa: S102 - as nbgrader does
     assert cfg.CourseDirectory.course_id == COURSE

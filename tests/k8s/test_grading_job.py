@@ -1,4 +1,5 @@
-"""The grading engine's Kubernetes Job backend (grading/torchclass_grading/k8s_job.py).
+"""The grading engine's Kubernetes Job backend (grading/torchclass_grading/k8s_job.py), built
+for the chart's values by torchclass_deploy.grading_jobs.
 
 No cluster can run here, so this backend has NEVER run on a live cluster. What is checked:
 every object validated strictly against the Kubernetes versions the other k8s tests use; GPU
@@ -23,7 +24,8 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from k8s_support import REPO, render, validate_strict
+from k8s_support import REPO, run_module, validate_strict
+from torchclass_deploy import grading_jobs, layers, render
 
 sys.path.insert(0, str(REPO / "tests" / "grading"))
 import families
@@ -32,8 +34,8 @@ from toy_assignment import write_toy_assignment
 
 pytestmark = pytest.mark.k8s
 
-VALUES = render.load_values()
-TC = render.torchclass_settings(VALUES)
+VALUES = layers.load_values()
+TC = layers.torchclass_settings(VALUES)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,7 @@ def toy(tmp_path_factory):
 @pytest.fixture(scope="module")
 def docs(toy):
     family, course = toy
-    return k8s_job.build(course, family.assignment_id)
+    return grading_jobs.build(course, family.assignment_id)
 
 
 def kinds(docs, kind):
@@ -138,7 +140,7 @@ def test_no_gpu_unless_declared(docs):
 def test_gpu_requested_when_the_notebook_declares_it(toy, tmp_path):
     family, _ = toy
     course, _ = gpu_course(toy, tmp_path, True)
-    docs = k8s_job.build(course, family.assignment_id)
+    docs = grading_jobs.build(course, family.assignment_id)
     for doc in docs:
         validate_strict(doc)
     for job in kinds(docs, "Job"):
@@ -155,7 +157,7 @@ def test_a_bad_gpu_declaration_names_the_file(toy, tmp_path):
     family, _ = toy
     course, source = gpu_course(toy, tmp_path, "yes")
     with pytest.raises(k8s_job.JobError, match=f"{source}.*torchclass.gpu must be true or false"):
-        k8s_job.build(course, family.assignment_id)
+        grading_jobs.build(course, family.assignment_id)
 
 
 def test_limits_come_from_the_classroom_file(toy, tmp_path):
@@ -164,7 +166,7 @@ def test_limits_come_from_the_classroom_file(toy, tmp_path):
     room.setdefault("spawner", {}).update(mem_limit="3G", cpu_limit=2)
     path = tmp_path / "classroom.yaml"
     path.write_text(yaml.safe_dump(room))
-    docs = k8s_job.build(course, family.assignment_id, classroom=str(path))
+    docs = grading_jobs.build(course, family.assignment_id, classroom=str(path))
     for job in kinds(docs, "Job"):
         (kernel,) = [c for c in job["spec"]["template"]["spec"]["containers"]
                      if c["name"] == "kernel"]
@@ -173,22 +175,19 @@ def test_limits_come_from_the_classroom_file(toy, tmp_path):
 
 def test_the_command_line_prints_the_manifests(toy):
     family, course = toy
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        str(REPO / p) for p in ("hub", "grading", "course")))
-    out = subprocess.run([sys.executable, "-m", "torchclass_grading.k8s_job", str(course),
-                          family.assignment_id, "--image", "example.org/nb:1",
-                          "--namespace", "grading"],
-                         capture_output=True, text=True, env=env, timeout=120, check=False)
+    out = run_module("torchclass_deploy.grading_jobs", course, family.assignment_id,
+                     "--image", "example.org/nb:1", "--namespace", "grading")
     assert out.returncode == 0, out.stderr
     docs = list(yaml.safe_load_all(out.stdout))
     assert len(kinds(docs, "Job")) == len(family.members)
     assert {d["metadata"]["namespace"] for d in docs} == {"grading"}
     images = {c["image"] for j in kinds(docs, "Job") for c in j["spec"]["template"]["spec"]["containers"]}
     assert images == {"example.org/nb:1"}
-    bad = subprocess.run([sys.executable, "-m", "torchclass_grading.k8s_job", str(course),
-                          "no-such-assignment"], capture_output=True, text=True, env=env,
-                         timeout=120, check=False)
+    bad = run_module("torchclass_deploy.grading_jobs", course, "no-such-assignment")
     assert bad.returncode == 2 and "no-such-assignment" in bad.stderr
+    # The grading layer cannot read the chart's values, so building is not its command.
+    old = run_module("torchclass_grading.k8s_job", course, family.assignment_id)
+    assert old.returncode == 2 and "torchclass_deploy.grading_jobs" in old.stderr
 
 
 # ------------------------------------------------ the pod's two programs, in two containers
@@ -293,7 +292,7 @@ def test_the_pods_programs_grade_the_family_exactly(toy, tmp_path):
     course_copy = tmp_path / "course"
     shutil.copytree(course, course_copy)
     aid = family.assignment_id
-    docs = k8s_job.build(course_copy, aid, image=image)
+    docs = grading_jobs.build(course_copy, aid, image=image)
     configmaps = {d["metadata"]["name"]: d for d in kinds(docs, "ConfigMap")}
     results = tmp_path / "results"
     results.mkdir()
@@ -322,7 +321,7 @@ def test_an_oversized_submission_is_a_named_problem_and_the_rest_are_sent(toy, t
     big = copy_dir / "submitted" / "solution" / aid / "weights.bin"
     big.write_bytes(os.urandom(k8s_job.CONFIGMAP_MAX + 1024))
     problems = []
-    docs = k8s_job.build(copy_dir, aid, problems=problems)
+    docs = grading_jobs.build(copy_dir, aid, problems=problems)
     students = {j["metadata"]["annotations"]["torchclass/student"] for j in kinds(docs, "Job")}
     assert "solution" not in students and students == set(family.members) - {"solution"}
     assert any(p.startswith("solution: ") and "more than a ConfigMap holds" in p

@@ -1,14 +1,12 @@
 """The classroom file (the one-machine hub's config) drives the cluster too: its course,
 roster and limits become a values layer between the GPU layer and the site."""
 
-import os
-import subprocess
-import sys
 
 import jsonschema
 import pytest
 import yaml
-from k8s_support import REPO, reference_file, render
+from k8s_support import REPO, reference_file, run_module
+from torchclass_deploy import layers, render
 
 pytestmark = pytest.mark.k8s
 
@@ -30,8 +28,8 @@ def classroom(tmp_path):
 
 
 def test_classroom_layer(classroom, z2jh_defaults):
-    values = render.load_values(classroom=classroom)
-    sub = render.subchart_values(values, z2jh_defaults)
+    values = layers.load_values(classroom=classroom)
+    sub = layers.subchart_values(values, z2jh_defaults)
     schema = yaml.safe_load(reference_file("values.schema.json").read_text())
     jsonschema.Draft7Validator(schema).validate(sub)
     (course,) = sub["custom"]["torchclass"]["courses"]
@@ -49,7 +47,7 @@ def test_classroom_layer(classroom, z2jh_defaults):
 def test_unset_classroom_keys_keep_cluster_values(tmp_path):
     path = tmp_path / "classroom.yaml"
     path.write_text("course_id: torch101\ninstructors: [teacher]\n")
-    values = render.load_values(classroom=path)
+    values = layers.load_values(classroom=path)
     assert values["jupyterhub"]["singleuser"]["startTimeout"] == 600  # not the hub's 120 default
     assert values["jupyterhub"]["singleuser"]["memory"]["limit"] == "4G"
 
@@ -57,17 +55,14 @@ def test_unset_classroom_keys_keep_cluster_values(tmp_path):
 def test_site_still_wins_over_classroom(classroom, tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text("jupyterhub: {singleuser: {memory: {limit: 8G}}}\n")
-    values = render.load_values(site=site, classroom=classroom)
+    values = layers.load_values(site=site, classroom=classroom)
     assert values["jupyterhub"]["singleuser"]["memory"]["limit"] == "8G"
 
 
 def test_bad_classroom_names_file_and_key(tmp_path):
     bad = tmp_path / "classroom.yaml"
     bad.write_text("course_id: [oops]\ninstructors: [teacher]\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO / "hub")}
-    proc = subprocess.run([sys.executable, str(REPO / "k8s/render.py"), "classroom",
-                           "--classroom", str(bad)], capture_output=True, text=True,
-                          timeout=60, check=False, env=env)
+    proc = run_module("torchclass_deploy.render", "classroom", "--classroom", bad)
     assert proc.returncode == 2
     assert str(bad) in proc.stderr and "course_id" in proc.stderr
 
@@ -76,8 +71,8 @@ def test_the_repository_classroom_file(z2jh_defaults):
     path = REPO / "hub/classroom.yaml"
     if not path.is_file():
         pytest.skip(f"{path} is not in this checkout yet (the hub part brings it)")
-    values = render.load_values(classroom=path)
-    sub = render.subchart_values(values, z2jh_defaults)
+    values = layers.load_values(classroom=path)
+    sub = layers.subchart_values(values, z2jh_defaults)
     schema = yaml.safe_load(reference_file("values.schema.json").read_text())
     jsonschema.Draft7Validator(schema).validate(sub)
     room = yaml.safe_load(path.read_text())

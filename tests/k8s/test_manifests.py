@@ -2,12 +2,11 @@
 strictly against the Kubernetes versions the chart supports."""
 
 import copy
-import subprocess
-import sys
 
 import pytest
 import yaml
-from k8s_support import REPO, render, validate_strict
+from k8s_support import REPO, run_module, validate_strict
+from torchclass_deploy import layers, render
 
 pytestmark = pytest.mark.k8s
 
@@ -16,7 +15,7 @@ SITE = REPO / "k8s/values/site.example.yaml"
 
 @pytest.fixture(scope="module")
 def docs():
-    return render.render(render.load_values(site=SITE))
+    return render.render(layers.load_values(site=SITE))
 
 
 def by_kind(docs, kind, name=None):
@@ -68,7 +67,7 @@ def test_time_slicing_config(docs):
 
 
 def test_no_gpu_objects_without_the_gpu_layer():
-    docs = render.render(render.load_values(gpu=False))
+    docs = render.render(layers.load_values(gpu=False))
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert ("ConfigMap", "torchclass-device-plugin") not in kinds
     assert not [k for k in kinds if k[0] in ("DaemonSet", "PriorityClass")]
@@ -80,7 +79,7 @@ def test_no_gpu_objects_without_the_gpu_layer():
 def test_replicas_follow_the_values(tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text("jupyterhub: {custom: {torchclass: {gpuSharing: {replicas: 8}}}}\n")
-    (cm,) = by_kind(render.render(render.load_values(site=site)), "ConfigMap",
+    (cm,) = by_kind(render.render(layers.load_values(site=site)), "ConfigMap",
                     "torchclass-device-plugin")
     shared = yaml.safe_load(cm["data"]["torchclass-shared"])
     assert shared["sharing"]["timeSlicing"]["resources"][0]["replicas"] == 8
@@ -101,7 +100,7 @@ def test_volumes_and_data_job(docs, tmp_path):
     # A changed spec (a new image) gets a new name, as a Job's template is immutable.
     site = tmp_path / "site.yaml"
     site.write_text("jupyterhub: {custom: {torchclass: {images: {cpu: {tag: '0.2.0'}}}}}\n")
-    (newer,) = by_kind(render.render(render.load_values(site=site)), "Job")
+    (newer,) = by_kind(render.render(layers.load_values(site=site)), "Job")
     assert newer["metadata"]["name"] != job["metadata"]["name"]
     # The Job is the only writer of the datasets volume.
     assert [v["persistentVolumeClaim"] for v in pod_spec(job)["volumes"]] == [
@@ -111,7 +110,7 @@ def test_volumes_and_data_job(docs, tmp_path):
 def test_single_node_host_path(tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text("jupyterhub: {custom: {torchclass: {singleNodeHostPath: /srv/torchclass}}}\n")
-    docs = render.render(render.load_values(site=site))
+    docs = render.render(layers.load_values(site=site))
     volumes = {d["metadata"]["name"]: d for d in by_kind(docs, "PersistentVolume")}
     assert volumes["torchclass-exchange"]["spec"]["hostPath"]["path"] == "/srv/torchclass/exchange"
     assert volumes["torchclass-datasets"]["spec"]["hostPath"]["path"] == "/srv/torchclass/datasets"
@@ -131,7 +130,7 @@ def test_formgrader_per_course(tmp_path):
         "custom": {"torchclass": {"courses": [
             {"id": "deep1", "instructors": ["ada"]}, {"id": "deep2", "instructors": ["bob"]}]}},
         "hub": {"services": {"formgrader-torchclass": None, **services}}}}))
-    docs = render.render(render.load_values(site=site))
+    docs = render.render(layers.load_values(site=site))
     for cid in ("deep1", "deep2"):
         (dep,) = by_kind(docs, "Deployment", f"formgrader-{cid}")
         (box,) = pod_spec(dep)["containers"]
@@ -153,8 +152,8 @@ def test_formgrader_per_course(tmp_path):
 def test_course_without_service_is_refused(tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text("jupyterhub: {custom: {torchclass: {courses: [{id: deep3}]}}}\n")
-    with pytest.raises(render.ValuesError, match=r"formgrader-deep3.*formgrader-torchclass"):
-        render.render(render.load_values(site=site))
+    with pytest.raises(layers.ValuesError, match=r"formgrader-deep3.*formgrader-torchclass"):
+        render.render(layers.load_values(site=site))
 
 
 def test_network_policies(docs):
@@ -186,10 +185,8 @@ def test_gpu_pool_objects(docs):
 
 def test_generated_template_is_what_helm_gets(tmp_path):
     out = tmp_path / "torchclass.generated.yaml"
-    proc = subprocess.run([sys.executable, str(REPO / "k8s/render.py"), "manifests",
-                           "--site", str(SITE), "--out", str(out)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = run_module("torchclass_deploy.render", "manifests", "--site", SITE, "--out", out)
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     assert "{{" not in text  # Helm would evaluate it as a template
-    assert list(yaml.safe_load_all(text)) == render.render(render.load_values(site=SITE))
+    assert list(yaml.safe_load_all(text)) == render.render(layers.load_values(site=SITE))

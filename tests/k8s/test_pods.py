@@ -10,10 +10,10 @@ from k8s_support import (
     SINGLEUSER_TRAITS,
     build_pod,
     exec_hub_policy,
-    render,
     validate_strict,
     z2jh_spawner_config,
 )
+from torchclass_deploy import layers
 
 pytestmark = pytest.mark.k8s
 
@@ -59,7 +59,7 @@ def container(pod):
 
 
 def test_every_singleuser_key_is_mapped():
-    shipped = set(render.load_values(site=None)["jupyterhub"]["singleuser"])
+    shipped = set(layers.load_values(site=None)["jupyterhub"]["singleuser"])
     unknown = shipped - set(SINGLEUSER_TRAITS) - SINGLEUSER_NOT_SPAWNER - HANDLED_ELSEWHERE
     assert not unknown, f"singleuser keys the pod tests would ignore: {sorted(unknown)}"
 

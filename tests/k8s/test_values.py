@@ -2,13 +2,12 @@
 
 import json
 import re
-import subprocess
-import sys
 
 import jsonschema
 import pytest
 import yaml
-from k8s_support import REPO, reference_file, render
+from k8s_support import REPO, reference_file, run_module
+from torchclass_deploy import layers
 
 pytestmark = pytest.mark.k8s
 
@@ -33,8 +32,8 @@ LIVE_SITE = REPO / "tests/k8s/live/site-k3s.yaml"
                                       (LIVE_SITE, False)],
                          ids=["base", "base+gpu", "base+gpu+site", "live-k3s"])
 def test_layers_validate_against_chart_schema(schema, z2jh_defaults, site, gpu):
-    values = render.load_values(site=site, gpu=gpu)
-    sub = render.subchart_values(values, z2jh_defaults)
+    values = layers.load_values(site=site, gpu=gpu)
+    sub = layers.subchart_values(values, z2jh_defaults)
     assert schema_errors(schema, sub) == []
 
 
@@ -42,7 +41,7 @@ def test_schema_catches_a_wrong_key(schema, z2jh_defaults, tmp_path):
     # Proves the check above has teeth: a typo in a site file is reported.
     site = tmp_path / "site.yaml"
     site.write_text("jupyterhub:\n  singleuser:\n    memmory: {limit: 4G}\n")
-    sub = render.subchart_values(render.load_values(site=site), z2jh_defaults)
+    sub = layers.subchart_values(layers.load_values(site=site), z2jh_defaults)
     assert any("memmory" in e for e in schema_errors(schema, sub))
 
 
@@ -53,7 +52,7 @@ def test_layer_order_later_wins_lists_replace(z2jh_defaults, tmp_path):
                        "memory": {"limit": "8G"}},
         "custom": {"torchclass": {"gpuSharing": {"replicas": 8}}},
         "cull": {"timeout": None}}}))
-    sub = render.subchart_values(render.load_values(site=site), z2jh_defaults)
+    sub = layers.subchart_values(layers.load_values(site=site), z2jh_defaults)
     assert [p["slug"] for p in sub["singleuser"]["profileList"]] == ["only"]
     assert sub["singleuser"]["memory"] == {"limit": "8G", "guarantee": "2G"}
     assert sub["custom"]["torchclass"]["gpuSharing"]["replicas"] == 8
@@ -116,11 +115,9 @@ def test_every_course_has_its_formgrader_service(merged):
 def test_bad_values_file_names_file_and_problem(tmp_path):
     bad = tmp_path / "site.yaml"
     bad.write_text("jupyterhub: [not, a, mapping\n")
-    proc = subprocess.run([sys.executable, str(REPO / "k8s/render.py"), "values",
-                           "--site", str(bad)], capture_output=True, text=True, timeout=60, check=False)
+    proc = run_module("torchclass_deploy.render", "values", "--site", bad)
     assert proc.returncode == 2
     assert str(bad) in proc.stderr and "not valid YAML" in proc.stderr
     missing = tmp_path / "nope.yaml"
-    proc = subprocess.run([sys.executable, str(REPO / "k8s/render.py"), "values",
-                           "--site", str(missing)], capture_output=True, text=True, timeout=60, check=False)
+    proc = run_module("torchclass_deploy.render", "values", "--site", missing)
     assert proc.returncode == 2 and f"{missing}: no such values file" in proc.stderr

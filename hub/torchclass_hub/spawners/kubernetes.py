@@ -2,9 +2,9 @@
 
 On Kubernetes the hub is the chart's (z2jh), not this machine's: `make deploy
 CLASSROOM=<this file>` turns the classroom file into a layer of the chart's values (course,
-instructors, students, limits, image; k8s/render.py) and KubeSpawner is configured there, with
-the GPU profiles, the per-student exchange mounts and the rest (k8s/README.md). A hub started
-here by `make up` cannot run students' pods, so it stops with directions instead.
+instructors, students, limits, image; torchclass_deploy.render) and KubeSpawner is configured
+there, with the GPU profiles, the per-student exchange mounts and the rest (k8s/README.md). A
+hub started here by `make up` cannot run students' pods, so it stops with directions instead.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 /usr/local/etc/jupyterhub/jupyterhub_config.d/, which the chart's jupyterhub_config.py executes
 after it has turned the values into KubeSpawner configuration. The chart's exec gives this file
 its config object `c`; its settings come from the values' `custom.torchclass` block through the
-chart's `z2jh.get_config`, the same block k8s/render.py renders the other objects from.
+chart's `z2jh.get_config`, the same block torchclass_deploy.render renders the other objects
+from.
 
 What it adds to what the values already say:
 - GPU profiles (those asking for an nvidia.com/* resource) get the GPU pool's node selector and

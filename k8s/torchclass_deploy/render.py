@@ -1,11 +1,12 @@
-"""Layer torchclass's Helm values and render the objects the wrapper chart adds to z2jh.
+"""Render the objects the wrapper chart adds to z2jh, from the layered values (layers.py).
 
-    python k8s/render.py values    [--site FILE] [--no-gpu] [--classroom FILE]  # merged, as YAML
-    python k8s/render.py manifests [--site FILE] [--no-gpu] [--classroom FILE] [--out FILE]
-    python k8s/render.py classroom --classroom FILE [--out FILE]  # that layer alone, for helm -f
+    python -m torchclass_deploy.render values    [--site FILE] [--no-gpu] [--classroom FILE]
+    python -m torchclass_deploy.render manifests [--site FILE] [--no-gpu] [--classroom FILE]
+                                                 [--out FILE]
+    python -m torchclass_deploy.render classroom --classroom FILE [--out FILE]
 
-The layers (k8s/README.md): k8s/chart/values.yaml, k8s/values/gpu.yaml, the layer made from
-the classroom file (optional), the site file, then the files `make deploy` passes with --set-file. Maps merge and lists are replaced whole, as in Helm.
+`values` prints the merged values as YAML; `classroom` only the layer made from the classroom
+file, for `helm -f` (make k8s-values, k8s-template and deploy run these, PYTHONPATH set).
 `manifests` writes the chart's templates/torchclass.generated.yaml: the device plugin's
 time-slicing ConfigMap, the exchange and dataset volumes, the data Job, one formgrader per
 course, the CUDA image puller, GPU placeholders and the NetworkPolicies. All are plain objects
@@ -14,145 +15,24 @@ validate exactly what Helm will install.
 """
 
 import argparse
-import copy
 import hashlib
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
+import torchclass_exchange
 import yaml
 
-K8S = Path(__file__).resolve().parent
-CHART = K8S / "chart"
-BASE_VALUES = CHART / "values.yaml"
-GPU_VALUES = K8S / "values" / "gpu.yaml"
-# --set-file pairs: (values key path, file). The deploy target passes exactly these.
-SET_FILES = [
-    ("jupyterhub.hub.extraFiles.torchclass-k8s.stringData", K8S / "files/hub/torchclass_k8s.py"),
-    ("jupyterhub.singleuser.extraFiles.busy-activity.stringData",
-     K8S / "files/singleuser/torchclass_busy_activity.py"),
-]
+from torchclass_deploy.layers import (
+    ValuesError,
+    classroom_values,
+    load_values,
+    torchclass_settings,
+)
+
 # torchclass's nbgrader classes and config writer (one file for every deployment).
-GRADER_EXCHANGE = K8S.parent / "hub" / "torchclass_exchange.py"
+GRADER_EXCHANGE = Path(torchclass_exchange.__file__)
 LABEL_PART_OF = {"app.kubernetes.io/part-of": "torchclass"}
-
-
-class ValuesError(ValueError):
-    """A values file is missing, is not YAML, or is not a mapping."""
-
-
-def load_yaml(path):
-    path = Path(path)
-    if not path.is_file():
-        raise ValuesError(f"{path}: no such values file")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValuesError(f"{path}: not valid YAML: {err}") from err
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise ValuesError(f"{path}: a values file must be a mapping, not {type(doc).__name__}")
-    return doc
-
-
-def merge(base, override, keep_null=False):
-    """Helm's coalescing: maps merge key by key, null deletes a key, anything else replaces.
-    Between layers a null is kept (keep_null) so it still deletes the subchart's default."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if value is None:
-            if keep_null:
-                out[key] = None
-            else:
-                out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value, keep_null)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def set_path(values, dotted, value):
-    node = values
-    *parents, last = dotted.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
-
-
-def classroom_values(path, below):
-    """A values layer from the classroom file (hub/classroom.yaml, the one-machine hub's
-    config): the course, who teaches and takes it, and the per-server limits. `below` is the
-    values under this layer, whose other formgrader services it removes. Logins stay in the
-    site layer: on a cluster they are OAuth/LTI settings with secrets from the Secret."""
-    try:
-        # The hub's own loader: the same schema, defaults and error messages as `make up`.
-        from torchclass_classroom import ConfigError, load
-    except ImportError as err:
-        raise ValuesError(f"{path}: reading a classroom file needs the hub package "
-                          f"(hub/ on PYTHONPATH, as make sets it): {err}") from err
-    try:
-        room = load(path, env={})
-    except ConfigError as err:
-        raise ValuesError(str(err)) from err
-    course_id, instructors, students = room.course_id, room.instructors, room.students
-    # Only what the file sets: the one-machine defaults (a 120 s start timeout, say) would
-    # override the cluster's own.
-    spawner = load_yaml(path).get("spawner", {})
-    course = {"id": course_id, "instructors": instructors, "students": students}
-    services = {name: None for name in below["jupyterhub"]["hub"].get("services", {})
-                if name.startswith("formgrader-")}
-    services[f"formgrader-{course_id}"] = {
-        "url": f"http://formgrader-{course_id}:8888", "oauth_no_confirm": True, "display": True}
-    hub = {"services": services, "config": {"Authenticator": {
-        "admin_users": instructors, "allowed_users": sorted(set(instructors) | set(students))}}}
-    singleuser = {}
-    if "mem_limit" in spawner:
-        singleuser["memory"] = {"limit": spawner["mem_limit"]}
-    if "cpu_limit" in spawner:
-        singleuser["cpu"] = {"limit": spawner["cpu_limit"]}
-    if "start_timeout" in spawner:
-        singleuser["startTimeout"] = spawner["start_timeout"]
-    torchclass = {"courses": [course]}
-    if "image" in spawner:
-        name, _, tag = spawner["image"].rpartition(":")
-        if not name or "/" in tag:
-            raise ValuesError(f"{path}: spawner.image must be name:tag, got {spawner['image']!r}")
-        singleuser["image"] = {"name": name, "tag": tag}
-        torchclass["images"] = {"cpu": {"name": name, "tag": tag}}
-    return {"jupyterhub": {"custom": {"torchclass": torchclass}, "hub": hub,
-                           "singleuser": singleuser}}
-
-
-def layer_files(site=None, gpu=True):
-    files = [BASE_VALUES] + ([GPU_VALUES] if gpu else [])
-    return files + ([Path(site)] if site else [])
-
-
-def load_values(site=None, gpu=True, classroom=None):
-    """The wrapper chart's values after every layer and --set-file, as Helm computes them:
-    base, gpu, the classroom file's layer, the site."""
-    values = {}
-    for path in layer_files(None, gpu):
-        values = merge(values, load_yaml(path), keep_null=True)
-    if classroom:
-        values = merge(values, classroom_values(classroom, values), keep_null=True)
-    if site:
-        values = merge(values, load_yaml(site), keep_null=True)
-    for dotted, path in SET_FILES:
-        set_path(values, dotted, path.read_text())
-    return values
-
-
-def subchart_values(values, defaults):
-    """What the jupyterhub subchart sees: its own defaults under our `jupyterhub` block."""
-    return merge(defaults, values.get("jupyterhub", {}))
-
-
-def torchclass_settings(values):
-    return values["jupyterhub"]["custom"]["torchclass"]
 
 
 def cpu_pool_pod_spec(tc: dict) -> dict:
@@ -281,12 +161,9 @@ def _data_job_spec(tc):
 
 
 def grader_config(tc, course):
-    spec = importlib.util.spec_from_file_location("torchclass_exchange", GRADER_EXCHANGE)
-    exchange = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(exchange)
-    return exchange.config_text(
+    return torchclass_exchange.config_text(
         header="The grader's side of the exchange: it sees every student's folder.",
-        deployment="kubernetes", role="instructor", course_root=f"/home/jovyan/{course['id']}",
+        deployment="kubernetes", role="instructor", hide_hidden_tests=True, sanitize_html=True, course_root=f"/home/jovyan/{course['id']}",
         course_id=course["id"], exchange_root=tc["exchange"]["mountPath"])
 
 
@@ -314,7 +191,7 @@ def formgrader(tc, course):
         "JUPYTER_CONFIG_PATH": "/etc/jupyter/instructor",
         # The image switches Autograde off (it would run students' code in this pod, beside
         # every submission) and names the sandboxed way instead.
-        "TORCHCLASS_GRADE_COMMAND": "grading Jobs: python -m torchclass_grading.k8s_job "
+        "TORCHCLASS_GRADE_COMMAND": "grading Jobs: python -m torchclass_deploy.grading_jobs "
                                     "COURSE_DIR {aid} > jobs.yaml, then kubectl apply "
                                     "(grading/README.md, Backends)",
         "PYTHONPATH": "/etc/torchclass/python",
@@ -573,7 +450,7 @@ def dump_all(docs):
     text = yaml.dump_all(docs, Dumper=_BlockDumper, sort_keys=False)
     if "{{" in text:
         raise ValueError("rendered manifests contain '{{', which Helm would try to evaluate")
-    return "# Generated by k8s/render.py from the layered values; do not edit.\n" + text
+    return "# Generated by torchclass_deploy.render from the layered values; do not edit.\n" + text
 
 
 def main(argv=None):

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The pinned jupyterhub chart's values schema and defaults, kept in k8s/chart/upstream/.
 
 The offline tests validate torchclass's values against the chart it depends on. The chart itself
@@ -9,10 +8,10 @@ the two files the tests need are kept in the repository, each with its SHA-256:
   k8s/chart/upstream/jupyterhub-<version>/values.defaults.yaml  the chart's values.yaml, as data
   k8s/chart/upstream/jupyterhub-<version>/SHA256SUMS
 
-usage:
-  k8s/chart_data.py refresh [CHART.tgz]   after moving the pin in Chart.yaml: take the files
-                                          from CHART.tgz, or from `helm pull` of the pinned chart
-  k8s/chart_data.py verify                the files match the pin and their checksums
+usage (PYTHONPATH holding k8s/, as make sets it):
+  python -m torchclass_deploy.chart_data refresh [CHART.tgz]   after moving the pin in
+                            Chart.yaml: take the files from CHART.tgz, or `helm pull` the pin
+  python -m torchclass_deploy.chart_data verify   the files match the pin and their checksums
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-K8S = Path(__file__).resolve().parent
+K8S = Path(__file__).resolve().parents[1]
 CHART = K8S / "chart"
 UPSTREAM = CHART / "upstream"
 FILES = ("values.schema.json", "values.defaults.yaml")
@@ -59,7 +58,7 @@ def verify(chart: Path = CHART) -> Path:
     """The data dir of the pinned version, checked: every file present and unchanged since it
     was taken from the chart. Raises ChartDataError naming the file and what to do."""
     d = data_dir(chart)
-    fix = "run: k8s/chart_data.py refresh (k8s/README.md, 'Upgrading')"
+    fix = "run: python -m torchclass_deploy.chart_data refresh (k8s/README.md, 'Upgrading')"
     if not d.is_dir():
         others = sorted(p.name for p in (chart / "upstream").glob("jupyterhub-*"))
         raise ChartDataError(f"{d}: missing for the pinned jupyterhub {pinned(chart)['version']} "
