@@ -19,6 +19,10 @@ def readable_checkout(dest: Path) -> str:
     paths = []
     for root in PACKAGE_ROOTS:
         for package in sorted((REPO / root).glob("torchclass_*")):
+            (dest / root).mkdir(parents=True, exist_ok=True)
+            if package.is_file():  # a top-level module (hub/torchclass_exchange.py)
+                shutil.copy(package, dest / root / package.name)
+                continue
             shutil.copytree(package, dest / root / package.name,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         paths.append(str(dest / root))

@@ -237,7 +237,8 @@ def test_hub_gives_students_the_lessons_but_not_their_answers(tmp_path):
 
     from torchclass_hub import prepare
 
-    classroom = SimpleNamespace(lessons_dir=tmp_path / "lessons")
+    classroom = SimpleNamespace(lessons_dir=tmp_path / "lessons",
+                                curriculum_dir=Path(__file__).resolve().parents[2] / "course")
     prepare.lessons(classroom)
     given = sorted(p.relative_to(classroom.lessons_dir) for p in classroom.lessons_dir.rglob("*") if p.is_file())
     assert len(given) == len(LESSONS) and all(p.suffix == ".ipynb" for p in given), given
