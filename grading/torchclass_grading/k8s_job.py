@@ -48,6 +48,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from torchclass_classroom import package_dirs
+
 from torchclass_grading.engine.backends import KernelBackend
 
 KERNEL_UID = 61000
@@ -60,8 +62,16 @@ RESULTS_DIR = "/results"
 RESULTS_CLAIM = "torchclass-grading-results"
 CONFIGMAP_MAX = 1_000_000      # a ConfigMap holds at most 1 MiB (keys included)
 LABEL_PART_OF = {"app.kubernetes.io/part-of": "torchclass"}
-RUNNER_MODULES = ("__init__.py", "sandbox.py", "kernel_sentinel.py", "scrub.py", "k8s_job.py",
-                  *sorted(f"engine/{p.name}" for p in Path(__file__).with_name("engine").glob("*.py")))
+_GRADING = Path(__file__).resolve().parent
+# The runner's code, shipped in a ConfigMap so the pod runs the grader's own version: the
+# engine and the bottom layer it imports (torchclass_classroom; the image has torchclass_course).
+RUNNER_FILES = (
+    *(f"torchclass_grading/{m}" for m in ("__init__.py", "sandbox.py", "kernel_sentinel.py",
+                                          "scrub.py", "k8s_job.py")),
+    *sorted(f"torchclass_grading/engine/{p.name}" for p in (_GRADING / "engine").glob("*.py")),
+    *sorted(f"torchclass_classroom/{p.name}" for p in package_dirs()["torchclass_classroom"].iterdir()
+            if p.suffix in (".py", ".yaml")),
+)
 # The kernel container's PID 1: rlimits, then the kernel once the runner has written its
 # connection file, ended when the runner says it is done.
 KERNEL_MAIN = f"""\
@@ -87,6 +97,18 @@ kernel.kill()
 kernel.wait()
 open(path("exited"), "w").close()
 """
+# The runner container's PID 1. Whatever ends the runner (an import error included) tells the
+# kernel container to end too, so a broken runner fails its pod at once instead of leaving the
+# kernel waiting until the Job's deadline.
+RUNNER_MAIN = f"""\
+import os, sys
+try:
+    from torchclass_grading.k8s_job import main
+    code = main(sys.argv[1:])
+finally:
+    open(os.path.join({KERNEL_DIR!r}, "done"), "a").close()
+sys.exit(code)
+"""
 
 
 class JobError(ValueError):
@@ -108,9 +130,14 @@ class Cluster:
 # ---------------------------------------------------------------- building the manifests
 
 
-def _code_key(module: str) -> str:
-    """A runner module's key in the code ConfigMap (keys cannot hold a /)."""
-    return module.replace("/", "--")
+def _code_key(path: str) -> str:
+    """A runner file's key in the code ConfigMap (keys cannot hold a /)."""
+    return path.replace("/", "--")
+
+
+def _runner_file(path: str) -> Path:
+    package, rel = path.split("/", 1)
+    return package_dirs()[package] / rel
 
 
 def needs_gpu(source_dir: Path) -> bool:
@@ -161,7 +188,6 @@ def build(course_dir, aid: str, cluster: Cluster, image: str | None = None,
     group = {"torchclass/assignment": _label(aid)}
     selector = {"app.kubernetes.io/component": "grading", **group}
     code_name = dns_name("tcgrade", aid, "runner")
-    here = Path(__file__).resolve().parent
     docs = [
         {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
          "metadata": {"name": dns_name("tcgrade", aid, "no-network"), **ns,
@@ -171,7 +197,7 @@ def build(course_dir, aid: str, cluster: Cluster, image: str | None = None,
                   "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": []}},
         {"apiVersion": "v1", "kind": "ConfigMap",
          "metadata": {"name": code_name, **ns, "labels": {**LABEL_PART_OF, **selector}},
-         "data": {_code_key(m): (here / m).read_text() for m in RUNNER_MODULES}},
+         "data": {_code_key(f): _runner_file(f).read_text() for f in RUNNER_FILES}},
     ]
     for student in eng.students():
         out = Outcome(student)
@@ -235,7 +261,7 @@ def _submission(eng, student, nb_name, text, *, image, pool, resources, ns, data
     }
     runner = {
         "name": "runner", "image": image,
-        "command": ["python", "-m", "torchclass_grading.k8s_job", "run", GRADING_DIR,
+        "command": ["python", "-c", RUNNER_MAIN, "run", GRADING_DIR,
                     f"{RESULTS_DIR}/{eng.aid}/{student}"],
         "env": [{"name": "PYTHONPATH", "value": CODE_DIR},
                 {"name": "HOME", "value": "/tmp"}, {"name": "OMP_NUM_THREADS", "value": "1"}],
@@ -245,8 +271,7 @@ def _submission(eng, student, nb_name, text, *, image, pool, resources, ns, data
         "volumeMounts": [{"name": "kernel", "mountPath": KERNEL_DIR},
                          {"name": "runner-tmp", "mountPath": "/tmp"},
                          {"name": "submission", "mountPath": GRADING_DIR, "readOnly": True},
-                         {"name": "code", "mountPath": f"{CODE_DIR}/torchclass_grading",
-                          "readOnly": True},
+                         {"name": "code", "mountPath": CODE_DIR, "readOnly": True},
                          {"name": "results", "mountPath": RESULTS_DIR}],
     }
     pod = {
@@ -263,9 +288,9 @@ def _submission(eng, student, nb_name, text, *, image, pool, resources, ns, data
             {"name": "kernel-tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
             {"name": "runner-tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
             {"name": "submission", "configMap": {"name": name}},
-            # A ConfigMap's keys are flat: items put the engine package's modules in engine/.
+            # A ConfigMap's keys are flat: items put each file back at its package path.
             {"name": "code", "configMap": {"name": code_name, "items": [
-                {"key": _code_key(m), "path": m} for m in RUNNER_MODULES]}},
+                {"key": _code_key(f), "path": f} for f in RUNNER_FILES]}},
             {"name": "results", "persistentVolumeClaim": {"claimName": RESULTS_CLAIM}},
             {"name": "datasets", "persistentVolumeClaim": {"claimName": datasets["claimName"],
                                                            "readOnly": True}},

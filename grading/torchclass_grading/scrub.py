@@ -84,7 +84,7 @@ class Redactor:
 
     def __init__(self, notebooks: list[Path] | list):
         # Here, not at the top: this module also ships to the Kubernetes grading pods
-        # (k8s_job.RUNNER_MODULES), whose runner never redacts and need not import nbgrader.
+        # (k8s_job.RUNNER_FILES), whose runner never redacts and need not import nbgrader.
         from torchclass_exchange import HIDDEN_TESTS_DELIMITERS as hidden
 
         secrets = set()

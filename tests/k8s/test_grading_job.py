@@ -272,10 +272,13 @@ def _run_pod(job: dict, configmaps: dict, image: str, results: Path, root: Path)
         runner = by_name["runner"]
         ran = _docker(*_container_args(runner, dirs, names["runner"]), image,
                       *runner["command"][1:], check=False, timeout=300)
-        waited = _docker("wait", names["kernel"], check=False, timeout=60)
-        if ran.returncode != 0 or waited.stdout.strip() != "0":
+        try:
+            kernel_exit = _docker("wait", names["kernel"], check=False, timeout=60).stdout.strip()
+        except subprocess.TimeoutExpired:
+            kernel_exit = "none: still running 60 s after the runner ended"
+        if ran.returncode != 0 or kernel_exit != "0":
             return (f"runner exit {ran.returncode}:\n{ran.stdout[-3000:]}\n{ran.stderr[-3000:]}\n"
-                    f"kernel exit {waited.stdout.strip()}")
+                    f"kernel exit {kernel_exit}")
         return ""
     finally:
         _docker("rm", "-f", *names.values(), check=False)
@@ -310,6 +313,29 @@ def test_the_pods_programs_grade_the_family_exactly(toy, tmp_path):
         assert scores[name].total == member.score, (name, outcomes[name])
         for cell, points in member.cells_scores.items():
             assert scores[name].cells[cell] == points, (name, cell)
+
+
+@pytest.mark.docker
+def test_a_runner_that_cannot_start_ends_its_kernel_too(toy, tmp_path):
+    """A runner that dies on import (here: its code ConfigMap lacks a module) must end the
+    kernel container at once, or the pod holds its node until the Job's deadline."""
+    if os.geteuid() != 0:
+        pytest.skip("giving the stand-in volumes the owners Kubernetes gives them needs root")
+    image = _notebook_image()
+    family, course = toy
+    docs = grading_jobs.build(course, family.assignment_id, image=image)
+    configmaps = {d["metadata"]["name"]: d for d in kinds(docs, "ConfigMap")}
+    job = kinds(docs, "Job")[0]
+    (code,) = [v["configMap"] for v in job["spec"]["template"]["spec"]["volumes"]
+               if v["name"] == "code"]
+    broken = configmaps[code["name"]]["data"]
+    del broken[k8s_job._code_key("torchclass_classroom/__init__.py")]
+    code["items"] = [i for i in code["items"] if i["key"] in broken]
+    results = tmp_path / "results"
+    results.mkdir()
+    error = _run_pod(job, configmaps, image, results, tmp_path / "pod")
+    assert "runner exit 1" in error and "torchclass_classroom" in error, error
+    assert error.rstrip().endswith("kernel exit 0"), error
 
 
 def test_an_oversized_submission_is_a_named_problem_and_the_rest_are_sent(toy, tmp_path):
