@@ -1,5 +1,6 @@
-"""What lessons teach, checked in their source: habits a lesson must show correctly even where
-the CPU run in CI cannot catch the mistake (CUDA-only settings, which split is tuned on)."""
+"""What lessons and projects teach, checked in their source: habits a lesson must show correctly
+even where the CPU run in CI cannot catch the mistake (CUDA-only settings, which split is tuned
+on), and what a project's setup must be for grading to be fair."""
 
 import re
 from pathlib import Path
@@ -90,3 +91,23 @@ def test_project_hints_tune_on_validation_not_on_the_test_data(rel):
             if choosing and re.search(r"test_loader|test (set|split|images|accuracy)", sentence, re.IGNORECASE):
                 assert re.search(r"\b(not|never|once|no)\b", sentence, re.IGNORECASE), (
                     f"{rel}: the hint uses the test data for choosing: {sentence.strip()!r}")
+
+
+PROJECTS = sorted(COURSE.glob("stage*/projects/*/*.ipynb"))
+
+
+@pytest.mark.parametrize("notebook", PROJECTS, ids=_rel)
+def test_a_projects_setup_is_locked_and_keeps_warnings_off_stderr(notebook):
+    """The code before a project's first answer cell is the graders' (data, splits, seeds): it
+    must be locked, so nbgrader restores it when grading and a student cannot, say, move test
+    data into the training split. Its first cell must keep warnings off stderr, which scores a
+    test cell 0: a harmless library warning must never cost a correct answer its points."""
+    cells = [c for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"]
+    first_answer = next(i for i, c in enumerate(cells) if c.metadata.get("nbgrader", {}).get("solution"))
+    assert first_answer > 0, f"{_rel(notebook)}: no setup cell before the first answer"
+    for i, cell in enumerate(cells[:first_answer]):
+        meta = cell.metadata.get("nbgrader", {})
+        assert meta.get("locked") and meta.get("grade_id"), (
+            f"{_rel(notebook)}: setup code cell {i} is not locked:\n{cell.source[:200]}")
+    assert re.search(r"^warnings\.(showwarning = |filterwarnings\(\"ignore\"\))", cells[0].source,
+                     re.MULTILINE), f"{_rel(notebook)}: the setup cell lets warnings reach stderr"
