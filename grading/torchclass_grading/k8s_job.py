@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -97,16 +98,31 @@ kernel.kill()
 kernel.wait()
 open(path("exited"), "w").close()
 """
+
+
+def raise_flag(path: str) -> None:
+    """Create a flag file in the dir shared with the kernel. The student's code can write there
+    too, so a link planted under the flag's name is never followed (it could point into the
+    results volume, which holds every student's results); a planted link stalls only the
+    student's own pod."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o660))
+    except OSError:
+        pass
+
+
 # The runner container's PID 1. Whatever ends the runner (an import error included) tells the
 # kernel container to end too, so a broken runner fails its pod at once instead of leaving the
-# kernel waiting until the Job's deadline.
+# kernel waiting until the Job's deadline. It carries raise_flag's own source: it must work when
+# nothing of torchclass imports.
 RUNNER_MAIN = f"""\
 import os, sys
+{inspect.getsource(raise_flag)}
 try:
     from torchclass_grading.k8s_job import main
     code = main(sys.argv[1:])
 finally:
-    open(os.path.join({KERNEL_DIR!r}, "done"), "a").close()
+    raise_flag(os.path.join({KERNEL_DIR!r}, "done"))
 sys.exit(code)
 """
 
@@ -339,7 +355,7 @@ class PodSlot(KernelBackend):
         return [sys.executable, "-m", "torchclass_grading.k8s_job", "attach", connection_file]
 
     def kill_all(self) -> None:
-        Path(KERNEL_DIR, "done").touch()
+        raise_flag(str(Path(KERNEL_DIR, "done")))
 
     def finish(self, scratch: Path) -> None:
         self.kill_all()

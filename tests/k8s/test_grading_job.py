@@ -338,6 +338,28 @@ def test_a_runner_that_cannot_start_ends_its_kernel_too(toy, tmp_path):
     assert error.rstrip().endswith("kernel exit 0"), error
 
 
+def test_the_runner_never_follows_a_link_planted_as_its_flag(tmp_path):
+    """The student's code shares the kernel dir with the runner: a link named "done" pointing
+    into the results volume must not make the runner create a file there. The runner's PID 1
+    is run as the pod runs it, its code unimportable, so its last act is raising the flag."""
+    kernel_dir, results = tmp_path / "kernel", tmp_path / "results"
+    kernel_dir.mkdir()
+    results.mkdir()
+    victim = results / "other-student.json"
+    (kernel_dir / "done").symlink_to(victim)
+    main = k8s_job.RUNNER_MAIN.replace(repr(k8s_job.KERNEL_DIR), repr(str(kernel_dir)))
+    ran = subprocess.run([sys.executable, "-I", "-c", main, "run", "x", "y"],
+                         check=False, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 1 and "torchclass_grading" in ran.stderr, ran.stderr
+    assert not victim.exists(), "the runner followed the planted link"
+    # The in-process flag (PodSlot.kill_all) refuses the link as well.
+    k8s_job.raise_flag(str(kernel_dir / "done"))
+    assert not victim.exists()
+    (kernel_dir / "done").unlink()
+    k8s_job.raise_flag(str(kernel_dir / "done"))
+    assert (kernel_dir / "done").is_file()
+
+
 def test_an_oversized_submission_is_a_named_problem_and_the_rest_are_sent(toy, tmp_path):
     """A data file too large for a ConfigMap stops only its own student's Job."""
     family, course = toy
