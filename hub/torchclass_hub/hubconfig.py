@@ -124,6 +124,37 @@ def capacity_settings(classroom: Classroom) -> dict:
             "spawn_throttle_retry_range": (2, 6) if forked else (5, 15)}
 
 
+def fast_hub_commits(db_path: Path) -> None:
+    """The hub's sqlite database in WAL mode with synchronous=NORMAL.
+
+    JupyterHub commits on its event loop, and sqlite's default (a rollback journal, fsync on
+    every commit) made those commits 29% of the loop's time with 10 students logging in at once
+    (py-spy on the hub, hub/README.md, Capacity): every other student's request waited on the
+    disk. With WAL and NORMAL a commit is a write to the log, synced at checkpoints. A crash of
+    the hub loses nothing; a power cut may lose the last commits, which the hub rebuilds (it
+    polls every server at start); grades live in nbgrader's gradebook, not here."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    _FAST_COMMIT_DBS.add(str(db_path))
+    if not event.contains(Engine, "connect", _wal_and_normal_sync):
+        event.listen(Engine, "connect", _wal_and_normal_sync)
+
+
+_FAST_COMMIT_DBS: set[str] = set()
+
+
+def _wal_and_normal_sync(dbapi_con, _record) -> None:
+    import sqlite3
+
+    if not isinstance(dbapi_con, sqlite3.Connection):
+        return
+    files = {row[2] for row in dbapi_con.execute("PRAGMA database_list")}
+    if files & _FAST_COMMIT_DBS:
+        dbapi_con.execute("PRAGMA journal_mode=WAL")
+        dbapi_con.execute("PRAGMA synchronous=NORMAL")
+
+
 def apply(c, classroom: Classroom) -> None:
     # Imported here: they pull in JupyterHub, which the CLI's quick paths do not need.
     from . import auth, spawners
@@ -133,6 +164,7 @@ def apply(c, classroom: Classroom) -> None:
     c.JupyterHub.bind_url = f"http://{classroom.ip}:{classroom.port}/"
     c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{ports['hub_api']}"
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+    fast_hub_commits(state / "jupyterhub.sqlite")
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
     c.JupyterHub.shutdown_on_logout = classroom["hub"]["shutdown_on_logout"]
     # bin/configurable-http-proxy: the venv's proxy with room for a whole class in flight;

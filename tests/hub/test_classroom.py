@@ -12,6 +12,7 @@ import os
 import pwd
 import re
 import signal
+import sqlite3
 import time
 
 import pytest
@@ -20,6 +21,7 @@ import submissions
 import torchclass_classroom as config
 from classroom_fixture import REPO, assignment_under_test
 from hubclient import HubClient
+from torchclass_hub import hubconfig
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(600)]
 
@@ -195,6 +197,11 @@ def test_students_cannot_read_or_overwrite_each_others_files_and_submissions(cla
 def test_hub_killed_and_restarted_loses_nothing(classroom, graded):
     """kill -9 the hub; `up` again: same accounts and passwords, submissions, grades."""
     pid = classroom.hub_pid()
+    # The database the crash must not lose commits with WAL and synchronous=NORMAL
+    # (hubconfig.fast_hub_commits): a killed process loses nothing the disk has not synced.
+    db = sqlite3.connect(hubconfig.state_files(classroom.classroom)["db"])
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
     before_passwords = classroom.classroom.password_file.read_text()
     before_scores = classroom.course.scores()
     os.kill(pid, signal.SIGKILL)

@@ -1,12 +1,14 @@
 """Lessons reach a student's home once; the student's own copies are never overwritten, and
 no link a student plants in ~/lessons makes root write anywhere (issue 12)."""
 
+import asyncio
 import os
 import pwd
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -28,7 +30,7 @@ def test_new_home_gets_every_lesson(tmp_path):
     _lessons(tmp_path / "master")
     home = tmp_path / "home"
     home.mkdir()
-    copied = copy_new_lessons(tmp_path / "master", home, None, None)
+    copied = asyncio.run(copy_new_lessons(tmp_path / "master", home, None, None))
     assert {p.relative_to(home).as_posix() for p in copied} == {
         "lessons/stage1/01-tensors.ipynb", "lessons/tools/01-docker.ipynb"}
     assert (home / "lessons/stage1/01-tensors.ipynb").read_text() == "v1"
@@ -39,13 +41,13 @@ def test_students_edits_survive_a_course_update_and_deleted_lessons_return(tmp_p
     _lessons(master)
     home = tmp_path / "home"
     home.mkdir()
-    copy_new_lessons(master, home, None, None)
+    asyncio.run(copy_new_lessons(master, home, None, None))
     (home / "lessons/stage1/01-tensors.ipynb").write_text("my notes")
     (home / "lessons/tools/01-docker.ipynb").unlink()
     (master / "stage1" / "01-tensors.ipynb").write_text("v2")
     (master / "stage1" / "02-autograd.ipynb").write_text("new lesson")
 
-    copied = copy_new_lessons(master, home, None, None)
+    copied = asyncio.run(copy_new_lessons(master, home, None, None))
 
     assert (home / "lessons/stage1/01-tensors.ipynb").read_text() == "my notes"
     assert (home / "lessons/tools/01-docker.ipynb").read_text() == "docker v1"
@@ -54,7 +56,7 @@ def test_students_edits_survive_a_course_update_and_deleted_lessons_return(tmp_p
 
 
 def test_no_lessons_dir_copies_nothing(tmp_path):
-    assert copy_new_lessons(tmp_path / "missing", tmp_path, None, None) == []
+    assert asyncio.run(copy_new_lessons(tmp_path / "missing", tmp_path, None, None)) == []
 
 
 def test_the_master_lays_out_every_lesson_of_the_course_one_way(tmp_path):
@@ -133,7 +135,7 @@ def test_dangling_symlink_to_a_root_path_is_not_created_by_the_copy(student, rea
     _as(student, "mkdir", "-p", f"{home}/lessons/stage1")
     _as(student, "ln", "-s", str(target), f"{home}/lessons/stage1/01-tensors.ipynb")
 
-    copy_new_lessons(master, home, student.pw_uid, student.pw_gid)
+    asyncio.run(copy_new_lessons(master, home, student.pw_uid, student.pw_gid))
 
     assert not target.exists(), "root followed the student's link and created the file"
     assert os.readlink(home / "lessons/stage1/01-tensors.ipynb") == str(target)
@@ -152,7 +154,7 @@ def test_symlinked_lesson_folder_does_not_make_root_write_into_its_target(studen
     _as(student, "ln", "-s", str(protected), f"{home}/lessons/stage1")
     _as(student, "ln", "-s", str(protected), f"{home}/lessons/tools")
 
-    copy_new_lessons(master, home, student.pw_uid, student.pw_gid)
+    asyncio.run(copy_new_lessons(master, home, student.pw_uid, student.pw_gid))
 
     assert list(protected.iterdir()) == [], "root wrote through the student's folder link"
 
@@ -160,7 +162,34 @@ def test_symlinked_lesson_folder_does_not_make_root_write_into_its_target(studen
 def test_lessons_copied_for_a_real_student_are_owned_by_them(student, readable_tmp):
     master = _master(readable_tmp)
     home = Path(student.pw_dir)
-    copied = copy_new_lessons(master, home, student.pw_uid, student.pw_gid)
+    copied = asyncio.run(copy_new_lessons(master, home, student.pw_uid, student.pw_gid))
     assert len(copied) == 2
     for p in [home / "lessons", home / "lessons/stage1", *copied]:
         assert p.stat().st_uid == student.pw_uid, p
+
+
+def test_the_hub_keeps_serving_while_a_students_lessons_are_copied(student, readable_tmp):
+    # The copy runs in a child process as the student; the hub's event loop (every other
+    # student's login and start) must keep running while it does. Run synchronously, ten
+    # students' copies at once held the loop for a second (hub/README.md, Capacity).
+    master = _master(readable_tmp)
+
+    async def copy_while_ticking():
+        ticks = []
+
+        async def ticker():
+            while True:
+                await asyncio.sleep(0.002)
+                ticks.append(time.monotonic())
+
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0.01)
+        start = time.monotonic()
+        await copy_new_lessons(master, Path(student.pw_dir), student.pw_uid, student.pw_gid)
+        end = time.monotonic()
+        tick.cancel()
+        return [t for t in ticks if start < t < end], end - start
+
+    during, took = asyncio.run(copy_while_ticking())
+    assert len(during) >= 3, f"the event loop ran {len(during)} times in the {took:.3f} s copy"
+    assert (Path(student.pw_dir) / "lessons/tools/01-docker.ipynb").read_text() == "docker v1"

@@ -204,3 +204,35 @@ def test_the_factory_refuses_to_fork_a_server_as_root(tmp_path, uid):
     finally:
         proc.stdin.close()
         proc.wait(timeout=10)
+
+
+def test_entry_points_come_from_the_factorys_scan_unless_the_students_path_differs(tmp_path):
+    # A distribution with a jupyter-server-proxy entry point, as a student's own ~/.local
+    # packages would add: it is found once sys.path includes it, with a scan of its own.
+    dist = tmp_path / "mine-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mine\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[jupyter_serverproxy_servers]\nmine = mine:setup\n")
+    code = f"""
+import json, sys
+from importlib import metadata
+from torchclass_hub.spawners.server_factory import CachedEntryPoints
+scans = []
+cached = CachedEntryPoints()
+real = cached.scan
+cached.scan = lambda **params: (scans.append(params), real(**params))[1]
+cached.freeze()
+got = [e.name for e in metadata.entry_points(group="console_scripts")]
+want = [e.name for e in real(group="console_scripts")]
+scans_cached = len(scans)
+sys.path.append({str(tmp_path)!r})
+mine = [e.name for e in metadata.entry_points(group="jupyter_serverproxy_servers")]
+print(json.dumps(dict(same=got == want and len(got) > 0, scans_cached=scans_cached,
+                      mine=mine, scans=len(scans))))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    got = json.loads(out)
+    assert got["same"], "the cached answer differs from a fresh scan"
+    assert got["scans_cached"] == 1, "a process on the factory's sys.path scanned again"
+    assert "mine" in got["mine"] and got["scans"] == 2, got

@@ -17,7 +17,6 @@ import inspect
 import json
 import os
 import pwd
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -28,13 +27,22 @@ from torchclass_course import lessons
 from traitlets import Bool, Unicode
 
 FACTORY_SCRIPT = Path(__file__).with_name("server_factory.py")
-# What every student's server imports at start (the extensions enabled for students, and the
-# server itself); a module missing here is imported by the server as usual.
+# What every student's server imports at start (the extensions enabled for students, the
+# server itself, and what they import lazily while starting: found with `python -X importtime`
+# on a server start); a module missing here is imported by the server as usual.
 FACTORY_PRELOAD = [
     "jupyterhub.singleuser", "jupyterhub.singleuser.extension", "jupyter_server.serverapp",
     "jupyterlab.labapp", "notebook.app", "notebook_shim.shim", "jupyter_server_terminals",
     "jupyter_server_proxy", "nbgrader.server_extensions.assignment_list",
     "nbgrader.server_extensions.validate_assignment", "nbgrader.server_extensions.course_list",
+    # notebook_shim asks IPython for its nbextensions path: a fifth of an import-free start.
+    "IPython", "codeop", "jinja2.ext", "jupyter_core.migrate", "tornado.httpclient",
+    "notebook.services.contents.manager",
+    *(f"jupyter_server.{name}.handlers" for name in (
+        "kernelspecs", "nbconvert", "view", "services.api", "services.config",
+        "services.contents", "services.events", "services.kernels", "services.kernelspecs",
+        "services.nbconvert", "services.security", "services.sessions")),
+    "jupyter_server.services.shutdown",
 ]
 
 
@@ -136,7 +144,27 @@ class FactoryLocalSpawner(LocalProcessSpawner):
         self.proc = None
         self.log.info("Forked %s's server from the server factory: pid %i", self.user.name,
                       self.pid)
-        return (self.ip or "127.0.0.1", self.port)
+        ip = self.ip or "127.0.0.1"
+        await self._until_listening(ip)
+        return (ip, self.port)
+
+    async def _until_listening(self, ip: str) -> None:
+        """Return once the forked server accepts connections (or has exited, or http_timeout
+        passed: the hub's own check then reports it). After start() the hub checks the server
+        with a backoff that doubles up to 5 s, which at 10 starts at once left ready servers
+        unchecked for a second; a connect every 50 ms costs next to nothing."""
+        factory = self._get_factory()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.http_timeout
+        while loop.time() < deadline and self.pid not in factory.exits:
+            try:
+                _, writer = await asyncio.open_connection(ip, self.port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
 
     async def poll(self):
         factory = FactoryLocalSpawner._factory
@@ -185,29 +213,42 @@ class SharedAccountSpawner(FactoryLocalSpawner):
         return private_runtime_dir(env)
 
 
-def copy_new_lessons(lessons_dir: Path, home: Path, uid: int | None, gid: int | None) -> list[Path]:
+async def copy_new_lessons(lessons_dir: Path, home: Path, uid: int | None,
+                           gid: int | None) -> list[Path]:
     """Copy into home/lessons every lesson the student does not have yet
     (torchclass_course.lessons, the routine every deployment uses).
 
     With a uid (the hub as root), the copy runs in a child process that is that user: the home
     is theirs, and whatever links they put in it, root must never write there on their behalf.
+    The hub awaits the child instead of blocking on it: run synchronously, ten students' copies
+    at once held the hub's event loop (and every other student's request) for a second.
     """
     if not lessons_dir.is_dir():
         return []
     if uid is None or os.geteuid() != 0:
-        return [Path(p) for p in lessons.copy_missing(str(lessons_dir), str(home))]
-    code = (textwrap.dedent(inspect.getsource(lessons.copy_missing))
-            + "import json, sys\nprint(json.dumps(copy_missing(sys.argv[1], sys.argv[2])))\n")
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", code, str(lessons_dir), str(home)],
+        copied = await asyncio.to_thread(lessons.copy_missing, str(lessons_dir), str(home))
+        return [Path(p) for p in copied]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-I", "-c", _COPY_AS_STUDENT, str(lessons_dir), str(home),
         user=uid, group=gid, extra_groups=[], umask=0o022, cwd="/", env={"LANG": "C.UTF-8"},
-        capture_output=True, text=True, timeout=120, check=False)
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise RuntimeError(f"copying lessons into {home} as uid {uid} took over 120 s") from None
     if proc.returncode != 0:
         # The child's own error (its traceback's last line) is what the student and `make
         # status` are shown: the first line of a traceback says nothing.
-        lines = proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"]
+        lines = err.decode(errors="replace").strip().splitlines() or [f"exit {proc.returncode}"]
         raise RuntimeError(f"copying lessons into {home} as uid {uid} failed: {lines[-1]}")
-    return [Path(p) for p in json.loads(proc.stdout)]
+    return [Path(p) for p in json.loads(out)]
+
+
+_COPY_AS_STUDENT = (textwrap.dedent(inspect.getsource(lessons.copy_missing))
+                    + "import json, sys\nprint(json.dumps(copy_missing(sys.argv[1], sys.argv[2])))\n")
 
 
 def configure(c, classroom: Classroom, env: dict) -> None:
@@ -219,14 +260,14 @@ def configure(c, classroom: Classroom, env: dict) -> None:
         c.SharedAccountSpawner.homes_dir = str(classroom.homes_dir)
     lessons_dir = classroom.lessons_dir
 
-    def give_lessons(spawner):
+    async def give_lessons(spawner):
         if classroom.real_unix_users:
             pw = pwd.getpwnam(spawner.user.name)
-            copy_new_lessons(lessons_dir, Path(pw.pw_dir), pw.pw_uid, pw.pw_gid)
+            await copy_new_lessons(lessons_dir, Path(pw.pw_dir), pw.pw_uid, pw.pw_gid)
         else:
             home = classroom.homes_dir / spawner.user.name
             home.mkdir(parents=True, exist_ok=True)
-            copy_new_lessons(lessons_dir, home, None, None)
+            await copy_new_lessons(lessons_dir, home, None, None)
 
     c.Spawner.pre_spawn_hook = give_lessons
     c.FactoryLocalSpawner.server_factory = spawner["server_factory"]

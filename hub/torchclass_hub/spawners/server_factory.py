@@ -49,6 +49,37 @@ def preload(modules: list[str]) -> list[str]:
     return failed
 
 
+class CachedEntryPoints:
+    """importlib.metadata.entry_points(), answered from one scan made here for a process whose
+    sys.path is still this one's.
+
+    Every server start scanned every installed distribution's entry points (jupyter-server-proxy's
+    servers, jupyter_client's provisioners): a tenth of a forked start, for an answer that only
+    changes with the shared, root-owned environment. A student whose sys.path differs (their
+    own ~/.local packages) gets a fresh scan, as before.
+
+    Installed before the preload, so that modules which bind `from importlib.metadata import
+    entry_points` get this one; frozen after it, because importing some of them extends sys.path
+    (setuptools adds its vendored packages, whose entry points count too)."""
+
+    def __init__(self):
+        from importlib import metadata
+
+        self.scan = metadata.entry_points
+        self.path_scanned: list[str] | None = None
+        self.everything = None
+        metadata.entry_points = self
+
+    def freeze(self) -> None:
+        self.path_scanned = list(sys.path)
+        self.everything = self.scan()
+
+    def __call__(self, **params):
+        if self.path_scanned is None or sys.path != self.path_scanned:
+            return self.scan(**params)
+        return self.everything.select(**params) if params else self.everything
+
+
 def read_request(conn: socket.socket) -> dict:
     data = b""
     while not data.endswith(b"\n"):
@@ -129,7 +160,9 @@ def serve(conn: socket.socket, listener: socket.socket, events) -> int:
 def main() -> int:
     sock_path, pythonpath, modules = sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
     sys.path[:0] = pythonpath  # the students' PYTHONPATH, ahead of the interpreter's own, as theirs
+    entry_points = CachedEntryPoints()
     failed = preload(modules)
+    entry_points.freeze()
     for line in failed:
         print(f"server factory: preloading {line}", file=sys.stderr)
     import gc
