@@ -124,6 +124,9 @@ def capacity_settings(classroom: Classroom) -> dict:
             "spawn_throttle_retry_range": (2, 6) if forked else (5, 15)}
 
 
+_FAST_COMMIT_DBS: set[str] = set()  # real paths of the databases fast_hub_commits was given
+
+
 def fast_hub_commits(db_path: Path) -> None:
     """The hub's sqlite database in WAL mode with synchronous=NORMAL.
 
@@ -136,12 +139,9 @@ def fast_hub_commits(db_path: Path) -> None:
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    _FAST_COMMIT_DBS.add(str(db_path))
+    _FAST_COMMIT_DBS.add(os.path.realpath(db_path))
     if not event.contains(Engine, "connect", _wal_and_normal_sync):
         event.listen(Engine, "connect", _wal_and_normal_sync)
-
-
-_FAST_COMMIT_DBS: set[str] = set()
 
 
 def _wal_and_normal_sync(dbapi_con, _record) -> None:
@@ -149,7 +149,9 @@ def _wal_and_normal_sync(dbapi_con, _record) -> None:
 
     if not isinstance(dbapi_con, sqlite3.Connection):
         return
-    files = {row[2] for row in dbapi_con.execute("PRAGMA database_list")}
+    # Compared as real paths: sqlite may report a data dir reached through a link either way.
+    files = {os.path.realpath(row[2]) for row in dbapi_con.execute("PRAGMA database_list")
+             if row[2]}
     if files & _FAST_COMMIT_DBS:
         dbapi_con.execute("PRAGMA journal_mode=WAL")
         dbapi_con.execute("PRAGMA synchronous=NORMAL")
