@@ -53,6 +53,10 @@ def _torchclass_sentinel():
     _setsignal, _SIGINT = _signal.signal, signal.SIGINT
     _func_code = types.FunctionType.__dict__["__code__"].__get__
     _func_closure = types.FunctionType.__dict__["__closure__"].__get__
+    _cell_contents = types.CellType.__dict__["cell_contents"].__get__
+    _staticmethod_t, _classmethod_t = staticmethod, classmethod
+    _wrapped_func = {staticmethod: staticmethod.__dict__["__func__"].__get__,
+                     classmethod: classmethod.__dict__["__func__"].__get__}
     _func_dict = types.FunctionType.__dict__["__dict__"].__get__
     _method_func = types.MethodType.__dict__["__func__"].__get__
     _type_dict = type.__dict__["__dict__"].__get__
@@ -63,6 +67,14 @@ def _torchclass_sentinel():
     _BuiltinType, _TracebackType = types.BuiltinFunctionType, types.TracebackType
     _str_t, _bytes_t = str, bytes
     _exec, _eval, _compile = builtins.exec, builtins.eval, builtins.compile
+    import functools
+    import operator
+    _map, _any, _zip, _is_not, _reversed = map, any, zip, operator.is_not, reversed
+    _CodeType, _partial = types.CodeType, functools.partial
+    _partial_func = functools.partial.__dict__["func"].__get__
+    _func_name = types.FunctionType.__dict__["__name__"].__get__
+    _builtin_name = types.BuiltinFunctionType.__dict__["__name__"].__get__
+    _type_name = type.__dict__["__name__"].__get__
     _None = None
     ip = get_ipython()  # noqa: F821 (IPython's, in the kernel)
 
@@ -86,6 +98,7 @@ def _torchclass_sentinel():
                 and not os.access(p, os.W_OK):
             roots.add(p + "/")
     roots = _tuple(sorted(roots))
+    built_in = frozenset(sys.builtin_module_names)  # C modules in the interpreter (itertools, _io)
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     try:
         from ipykernel.compiler import get_tmp_directory
@@ -122,17 +135,31 @@ def _torchclass_sentinel():
 
     def trusted_class(c):
         """A class is library code when the functions it defines are (a class of library code
-        that defines none: when its module's file is)."""
+        that defines none: when its module's file is, or it is a C module's, like Cython's
+        shared _cython_3_x that has no file)."""
         seen = False
         for k in _type_dict(_type_t)["__mro__"].__get__(c):
             if k is _object or k is _ModuleType:
                 continue
             for v in _tuple(_proxy_values(_type_dict(k))):
+                t = _type(v)
+                if t is _staticmethod_t or t is _classmethod_t:
+                    v = _wrapped_func[t](v)
                 if _type(v) is _FunctionType:
                     if not trusted_file(_func_code(v).co_filename):
                         return False
                     seen = True
-        return seen or trusted_file(module_file(_type_module(c)))
+        if seen:
+            return True
+        name = _type_module(c)
+        if _type(name) is not _str_t:
+            # Its dict's __module__ is a descriptor, not the name a class statement writes
+            # there: a C extension's type (Cython's cython_function_or_method).
+            return True
+        if name in built_in or trusted_file(module_file(name)):
+            return True
+        m = modules_dict.get(name) if _type(name) is _str_t and name != "__main__" else _None
+        return _type(m) is _ModuleType and _module_dict(m).get("__file__") is _None and genuine_module(m)
 
     def cell_of(f):
         """The student cell (ipykernel's file name stem) nearest on the stack from f, or ''."""
@@ -271,6 +298,7 @@ def _torchclass_sentinel():
                 keep_module(value)
         keep_loaded_helpers()
         keep_criticals()
+        keep_torch_stacks()
 
     def genuine_module(m):
         """A module the import system loaded for a library, not one put together by hand: a
@@ -287,15 +315,210 @@ def _torchclass_sentinel():
         return True
 
     def wraps(new, old):
-        """new is library code wrapping old (functools.wraps), as Lightning wraps torch.compile."""
-        return _type(new) is _FunctionType and trusted_file(_func_code(new).co_filename) and \
-            _func_dict(new).get("__wrapped__") is old
+        """new is library code wrapping old: with functools.wraps, as Lightning wraps
+        torch.compile, or holding it in its closure, as IPython wraps pyplot's
+        draw_if_interactive."""
+        if _type(new) is not _FunctionType or not trusted_file(_func_code(new).co_filename):
+            return False
+        if _func_dict(new).get("__wrapped__") is old:
+            return True
+        for c in _func_closure(new) or ():
+            try:
+                if _cell_contents(c) is old:
+                    return True
+            except _ValueError:  # an empty cell
+                pass
+        return False
 
     def is_in(item, items):
         for x in items:
             if x is item:
                 return True
         return False
+
+    # -- every library module's functions, classes and submodules. A data loader or metric a
+    # hidden test imports itself (sklearn.datasets.load_digits, numpy.linalg.norm) is as much
+    # the test's as its helpers, and assigning to a module attribute raises no audit event: so
+    # each check compares what library modules hold with what they held. Library code rebinding
+    # a name to its own function of that name (pyplot picking a backend) is its business; a
+    # change to anything else, from student code or a student's call of library code, is not.
+    # Changes made while a locked setup cell runs, by that cell's own code, are accepted.
+    libs = {}  # name -> [module, its dict, {attr: value}, keys, values, dict size]
+    not_libs = ("sys", "builtins", "__main__", "__mp_main__", "_torchclass_sentinel")
+    missing = _object()
+
+    def watched(k, v):
+        return _type(k) is _str_t and (_callable(v) or _issubclass(_type(v), _ModuleType))
+
+    def student_made(v, depth=0):
+        """v is, or wraps, code from a student's cell or from a file of the student's (their
+        working dir). A value first seen in a module is judged by this, not by what trusted_*
+        can prove: libraries build their own with exec (namedtuples, dataclasses, SciPy's
+        solvers) and in C (Cython functions, exception types), and none of that is a
+        student's. Whatever a student cell defines, wrapped or not, is."""
+        if depth > 3:
+            return True
+        t = _type(v)
+        if t is _FunctionType:
+            name = _func_code(v).co_filename
+            return _type(name) is not _str_t or name.startswith((cell_dir, here))
+        if t is _MethodType:
+            return student_made(_method_func(v), depth + 1)
+        if _issubclass(t, _partial):
+            return student_made(_partial_func(v), depth + 1)
+        if _issubclass(t, _ModuleType):
+            for x in _tuple(_values(_module_dict(v))):
+                if _type(x) is _FunctionType and student_made(x, depth + 1):
+                    return True
+            return False
+        if _issubclass(t, _type_t):
+            for k in _type_dict(_type_t)["__mro__"].__get__(v):
+                if k is _object:
+                    continue
+                for x in _tuple(_proxy_values(_type_dict(k))):
+                    tx = _type(x)
+                    if tx is _staticmethod_t or tx is _classmethod_t:
+                        x = _wrapped_func[tx](x)
+                        tx = _type(x)
+                    if (tx is _FunctionType or _issubclass(tx, _partial)) and student_made(x, depth + 1):
+                        return True
+            return False
+        if student_made(t, depth + 1):
+            return True
+        if _hasattr(v, "__dict__"):
+            inner = _vars(v).get("__wrapped__", missing)
+            return inner is not missing and student_made(inner, depth + 1)
+        return False
+
+    def same_name(v, attr):
+        t = _type(v)
+        if t is _MethodType:  # the kernel's own getpass, put in getpass's place while a cell runs
+            v = _method_func(v)
+            t = _type(v)
+        if t is _FunctionType:
+            return _func_name(v) == attr
+        if t is _BuiltinType:
+            return _builtin_name(v) == attr
+        return _issubclass(t, _type_t) and _type_name(v) == attr
+
+    def rebinding(name, attr, new):
+        """Library code's own kind of change: a library function (Lightning puts its own
+        warnings.formatwarning in place at import), a builtin or class of the same name, a
+        or the submodule the import system loaded. Not: a
+        student's function, nor a library object built around something else
+        (functools.partial, numpy.vectorize, a bound method of another name)."""
+        t = _type(new)
+        if _issubclass(t, _ModuleType):
+            return genuine_module(new) and modules_dict.get(name + "." + attr) is new
+        if t is _FunctionType:
+            return trusted_file(_func_code(new).co_filename)
+        return same_name(new, attr) and trusted_object(new)
+
+    def snapshot(entry, attrs):
+        d = entry[1]
+        entry[2], entry[3] = attrs, _tuple(attrs)
+        entry[4], entry[5] = _tuple(_map(attrs.get, entry[3])), _len(d)
+
+    def code_of(codes, code):
+        """codes, with code and every code object nested in it."""
+        codes.add(code)
+        for c in code.co_consts:
+            if _type(c) is _CodeType:
+                code_of(codes, c)
+        return codes
+
+    def accepted(new, accept):
+        if accept is True:
+            return True
+        return accept is not _None and (not student_made(new) or (
+            _type(new) is _FunctionType and _func_code(new) in accept))
+
+    def library_changes(found, accept=_None):
+        """accept: None to report every change; the code objects of the locked setup cell that
+        just ran, whose own changes are taken into the snapshot; True (start-up): take all."""
+        for name, m in _tuple(_items(modules_dict)):
+            entry = libs.get(name)
+            if entry is not _None and entry[0] is m:
+                d = entry[1]
+                if _len(d) == entry[5] and not _any(_map(_is_not, entry[4], _map(d.get, entry[3]))):
+                    continue
+                attrs, changed, flagged = entry[2], False, False
+                for attr, old in _zip(entry[3], entry[4]):
+                    new = d.get(attr, missing)
+                    if new is old:
+                        continue
+                    if new is missing:
+                        if accept is _None:
+                            found.append(f"{name}.{attr} was deleted")
+                            continue
+                        attrs = _dict(attrs) if not changed else attrs
+                        del attrs[attr]
+                    elif rebinding(name, attr, new) or accepted(new, accept):
+                        attrs = _dict(attrs) if not changed else attrs
+                        attrs[attr] = new
+                    else:
+                        found.append(f"{name}.{attr} was replaced")
+                        continue
+                    changed = True
+                if _len(d) != entry[5]:
+                    for attr, new in _tuple(_items(d)):
+                        if attr in attrs or not watched(attr, new):
+                            continue
+                        if student_made(new) and not accepted(new, accept):
+                            found.append(f"{name}.{attr} was added (student code)")
+                            flagged = True
+                            continue
+                        attrs = _dict(attrs) if not changed else attrs
+                        attrs[attr] = new
+                        changed = True
+                size = entry[5]
+                if changed:
+                    snapshot(entry, attrs)
+                if flagged:
+                    entry[5] = size  # looked at again next time, and reported again
+                elif not changed:
+                    entry[5] = _len(d)  # only data was added (a cache, a flag): not watched
+                continue
+            if _type(name) is not _str_t or name in not_libs or name in helpers or \
+                    not _issubclass(_type(m), _ModuleType):
+                continue
+            d = _module_dict(m)
+            f = d.get("__file__")
+            if not (accept is True or (_type(f) is _str_t and trusted_file(f))) or not genuine_module(m):
+                continue
+            attrs = {}
+            for attr, v in _tuple(_items(d)):
+                if watched(attr, v):
+                    if accept is True or not student_made(v) or accepted(v, accept):
+                        attrs[attr] = v
+                    else:
+                        found.append(f"{name}.{attr} is student code")
+            entry = [m, d, _None, _None, _None, 0]
+            snapshot(entry, attrs)
+            libs[name] = entry
+        return found
+
+    # torch's mode stacks: a TorchFunctionMode or TorchDispatchMode a student cell enters and
+    # never leaves sees, and can answer, every torch call a test makes after it.
+    torch_stacks = []  # (what, the stack-length function, its length before student code)
+    # ... and while a test cell runs, no Tensor subclass's __torch_function__ or
+    # __torch_dispatch__ is called: a student model's output that is a subclass answering
+    # torch.equal or == with True then computes as the plain tensor it is. A tuple, fixed
+    # now (torch assignments import torch before this file runs): run's closure, where it
+    # sits, is readable by student code, and only its cells' identity is checked.
+    torch_c = _module_dict(modules_dict["torch._C"]) if "torch._C" in modules_dict else {}
+    torch_guards = _tuple(torch_c[name] for name in ("DisableTorchFunctionSubclass", "_DisableTorchDispatch")
+                          if _issubclass(_type(torch_c.get(name)), _type_t))
+
+    def keep_torch_stacks():
+        if torch_stacks or modules_dict.get("torch._C") is _None:
+            return
+        d = _module_dict(modules_dict["torch._C"])
+        for what, fn in (("a torch function mode", "_len_torch_function_stack"),
+                         ("a torch dispatch mode", "_len_torch_dispatch_stack")):
+            f = d.get(fn)
+            if _type(f) is _BuiltinType:
+                torch_stacks.append((what, f, f()))
 
     def check():
         """What differs from the snapshots; the names locked cells bound are put back first."""
@@ -323,6 +546,10 @@ def _torchclass_sentinel():
             now = builtins_dict.get(name, builtins_seen)
             if now is not value and not (now is not builtins_seen and trusted_object(now)):
                 found.append(f"builtins.{name} was replaced")
+        library_changes(found)
+        for what, length, before in torch_stacks:
+            if length() > before:
+                found.append(f"{what} was left active")
         for name, (m, attrs, strict) in _tuple(_items(helpers)):
             now = _module_dict(m)
             for attr, value in _items(attrs):
@@ -396,7 +623,10 @@ def _torchclass_sentinel():
                     found.append("a thread running student code was alive")
                     break
                 f = f.f_back
-        return found
+        return _list_t(_dict.fromkeys(found))  # once each: a helper module is a library too
+
+    library_changes([], True)  # what library modules hold before any student code runs
+    keep_torch_stacks()
 
     # -- the hook
     inside = _set()  # threads now in the hook: its own audited calls pass straight through
@@ -511,6 +741,12 @@ def _torchclass_sentinel():
         except _Exception as exc:
             return [f"the grader's check failed ({_type_qualname(_type(exc))})"]
 
+    def safe_library_changes(accept):
+        try:
+            return library_changes([], accept)
+        except _Exception as exc:
+            return [f"the grader's check of library modules failed ({_type_qualname(_type(exc))})"]
+
     def sealed(event, args, f):
         if sealed_caller(f) is _None:
             note("a forged call to the grader's seal", f)
@@ -525,7 +761,7 @@ def _torchclass_sentinel():
             source = loc.get("source")
             digest = _sha(source.encode("utf-8", "replace")).hexdigest() \
                 if _type(source) is _str_t else ""
-            found = safe_check() if loc.get("graded") is not False else []
+            found = safe_check() if loc.get("graded") is not False else safe_library_changes(_None)
             opened[nonce] = (found, take_evidence(), digest)
             return "tampering was found before this cell" if opened[nonce][0] or opened[nonce][1] else ""
         before = opened.pop(nonce, _None)
@@ -537,7 +773,12 @@ def _torchclass_sentinel():
         record_bound(names if _type(names) is _tuple else ())
         found, new, digest = before
         graded = loc.get("graded") is not False
-        found = found + (safe_check() if graded else [])
+        if graded:
+            found = found + safe_check()
+        else:  # a setup cell: what its own code changed in library modules is the new normal
+            code = loc.get("code")
+            found = found + safe_library_changes(
+                code_of(_set(), code) if _type(code) is _CodeType else _set())
         new = new + take_evidence()
         status, ename = loc.get("status"), loc.get("ename")
         result, stderr = loc.get("result_text"), loc.get("had_stderr")
@@ -547,7 +788,7 @@ def _torchclass_sentinel():
                   result if _type(result) is _str_t else "",
                   "1" if stderr is True else "0"]
         cells = [f"{what}\x1f{cell}" for what, cell in new]
-        body = "\x1e".join(["\x1f".join(fields), "\x1d".join(found), "\x1d".join(cells)])
+        body = "\x1e".join(["\x1f".join(fields), "\x1d".join(_dict.fromkeys(found)), "\x1d".join(cells)])
         data = body.encode("utf-8", "replace")
         mac = _hmac(key, data, "sha256").hex().encode()
         try:
@@ -605,7 +846,6 @@ def _torchclass_sentinel():
             inside.discard(me)
         return Veto(Denied(f"torchclass grading: {why} is not allowed in a graded notebook")) if why else 0
 
-    import functools
     hook = functools.partial(max, key=key_of)
 
     # -- run(): the engine's way into the kernel for locked cells (setup and tests)
@@ -650,13 +890,20 @@ def _torchclass_sentinel():
                     code = _compile(tree, "<locked cell>", "exec")
                     if interrupt is not _None:
                         _setsignal(_SIGINT, interrupt)  # the cell's own code may be interrupted
+                    entered = []
                     try:
+                        for guard in (torch_guards if graded else ()):
+                            g = guard()
+                            g.__enter__()
+                            entered.append(g)
                         _exec(code, _ns)
                         if last is not _None:
                             value = _eval(_compile(_Expression(last.value), "<locked cell>", "eval"), _ns)
                             if value is not _None:
                                 result_text = _repr(value)  # noqa: F841 (the hook reads it)
                     finally:
+                        for g in _reversed(entered):
+                            g.__exit__(_None, _None, _None)
                         if interrupt is not _None:
                             _setsignal(_SIGINT, deferred)
                 except _BaseException as exc:

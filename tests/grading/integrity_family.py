@@ -96,6 +96,45 @@ ATTACKS = {
         "import sys, traceback\ntry:\n    sys.setprofile(None)\nexcept Exception as e:\n"
         "    for frame, _ in traceback.walk_tb(e.__traceback__):\n"
         "        print(sorted(frame.f_locals))"),
+    # A library the hidden tests use without any locked cell binding it: a data loader or a
+    # metric (numpy.linalg was loaded before any student code ran; statistics was not).
+    "library-replaced": WRONG + "import numpy.linalg\nnumpy.linalg.norm = lambda *a, **k: 5.0",
+    "library-imported-and-replaced": WRONG + "import statistics\nstatistics.median = lambda data: 2",
+    "library-swapped-for-library": WRONG + (
+        "import functools\nimport numpy.linalg\n"
+        "numpy.linalg.norm = functools.partial(getattr, 5, 'real')  # norm(v) == 5"),
+    "library-patched-during-a-test": (
+        "import numpy.linalg\nimport statistics\n\n"
+        "def half(x):\n    numpy.linalg.norm = lambda *a, **k: 5.0\n"
+        "    statistics.median = lambda data: 2\n    return 0\n"),
+    "library-given-a-builtin": (
+        "import statistics\n\n"
+        "def half(x):\n    statistics.sorted = lambda data: [2, 2, 2]\n    return 0\n"),
+    # torch's own overrides: a mode left entered answers every torch call after it.
+    "torch-function-mode": (
+        "import torch\nfrom torch.overrides import TorchFunctionMode\n\n"
+        "def half(x):\n    return torch.zeros(2) if torch.is_tensor(x) else 0\n\n"
+        "class Agree(TorchFunctionMode):\n"
+        "    def __torch_function__(self, func, types, args=(), kwargs=None):\n"
+        "        return True if func is torch.equal else func(*args, **(kwargs or {}))\n\n"
+        "Agree().__enter__()\n"),
+    "torch-dispatch-mode": (
+        "import torch\nfrom torch.utils._python_dispatch import TorchDispatchMode\n\n"
+        "def half(x):\n    return torch.zeros(2) if torch.is_tensor(x) else 0\n\n"
+        "class Agree(TorchDispatchMode):\n"
+        "    def __torch_dispatch__(self, func, types, args=(), kwargs=None):\n"
+        "        return True if func is torch.ops.aten.equal.default else func(*args, **(kwargs or {}))\n\n"
+        "Agree().__enter__()\n"),
+}
+# Answers that lie about themselves: neutralised while a test runs (no points), not tampering
+# with the grader (no flag).
+LIARS = {
+    "tensor-subclass": (
+        "import torch\n\nclass Agreeable(torch.Tensor):\n    @classmethod\n"
+        "    def __torch_function__(cls, func, types, args=(), kwargs=None):\n"
+        "        if func is torch.equal:\n            return True\n"
+        "        return super().__torch_function__(func, types, args, kwargs or {})\n\n"
+        "def half(x):\n    return torch.zeros(2).as_subclass(Agreeable) if torch.is_tensor(x) else 0\n"),
 }
 HONEST = {
     "honest-extras": (
@@ -105,23 +144,40 @@ HONEST = {
         "with ThreadPoolExecutor(2) as pool:\n    print(list(pool.map(half, [2, 4])))\n"
         "plt.plot([0, 1], [0, 1])\nplt.show()\n"
         "close = lambda a, b: abs(a - b) < 1e-9  # a student's own helper of the same name\n"),
+    # Libraries changing their own state: logging's handlers, a warnings context, a lazily
+    # imported submodule, a statistics call of the student's own.
+    "honest-libraries": (
+        "import logging\nimport statistics\nimport warnings\n\nimport numpy.linalg\n"
+        "import numpy.polynomial\n\nlogging.basicConfig(level=logging.INFO)\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.warn('kept, not shown')\n"
+        "print(statistics.median([1, 2, 3]), numpy.linalg.norm([3.0, 4.0]), len(caught))\n\n\n"
+        "def half(x):\n    return x / 2\n"),
 }
-# Scores every member must get (out of 2), and whether it must be flagged.
-EXPECTED = {**{name: (0, True) for name in ATTACKS}, "solution": (2, False),
-            "untouched": (0, False), **{name: (2, False) for name in HONEST}}
+MAX_SCORE = 5
+# Scores every member must get (out of MAX_SCORE), and whether it must be flagged.
+EXPECTED = {**{name: (0, True) for name in ATTACKS}, **{name: (0, False) for name in LIARS},
+            "solution": (MAX_SCORE, False),
+            "untouched": (0, False), **{name: (MAX_SCORE, False) for name in HONEST}}
 
-FAMILY_YAML = "max_score: 2\ntimeout: 20\nsubmissions:\n  solution: {score: 2}\n  untouched: {score: 0}\n"
+FAMILY_YAML = (f"max_score: {MAX_SCORE}\ntimeout: 20\nsubmissions:\n"
+               f"  solution: {{score: {MAX_SCORE}}}\n  untouched: {{score: 0}}\n")
 
 
 def write_integrity_assignment(parent: Path) -> Path:
-    """parent/toy-integrity/: a locked setup cell, the `half` solution cell, two test cells (one
-    importing numpy.testing itself, one leaning on helpers)."""
+    """parent/toy-integrity/: a locked setup cell (which sends warnings to stdout, as the
+    projects' setups do), the `half` solution cell, five test cells: one leaning on the setup's
+    helpers, one importing numpy.testing itself, two using libraries no locked cell binds, one
+    comparing tensors."""
     adir = parent / "toy-integrity"
     adir.mkdir(parents=True)
     cells = [
         nbformat.v4.new_code_cell(
-            "import math\nimport unittest\n\nimport numpy as np\n\n\n"
-            "def close(a, b):\n    return math.isclose(a, b, rel_tol=1e-9)",
+            "import math\nimport unittest\nimport warnings\n\nimport numpy as np\n\n\n"
+            "def close(a, b):\n    return math.isclose(a, b, rel_tol=1e-9)\n\n\n"
+            "def _warn_on_stdout(message, category, filename, lineno, file=None, line=None):\n"
+            "    print(warnings.formatwarning(message, category, filename, lineno, line), end='')\n\n\n"
+            "warnings.showwarning = _warn_on_stdout",
             metadata={"nbgrader": {**LOCKED, "grade_id": "setup"}}),
         nbformat.v4.new_code_cell(
             "def half(x):\n    ### BEGIN SOLUTION\n    return x / 2\n    ### END SOLUTION",
@@ -135,6 +191,15 @@ def write_integrity_assignment(parent: Path) -> Path:
             "unittest.TestCase().assertEqual(half(4), 2)\n### BEGIN HIDDEN TESTS\n"
             "assert_allclose(half(np.arange(3.0)), [0, 0.5, 1])\n### END HIDDEN TESTS",
             metadata={"nbgrader": {**TEST_META, "grade_id": "test-helpers", "points": 1}}),
+        nbformat.v4.new_code_cell(
+            "assert np.linalg.norm([half(6), half(8)]) == 5",
+            metadata={"nbgrader": {**TEST_META, "grade_id": "test-loaded-library", "points": 1}}),
+        nbformat.v4.new_code_cell(
+            "import statistics\n\nassert statistics.median([half(2), half(4), half(6)]) == 2",
+            metadata={"nbgrader": {**TEST_META, "grade_id": "test-imported-library", "points": 1}}),
+        nbformat.v4.new_code_cell(
+            "import torch\n\nassert torch.equal(half(torch.tensor([2.0, 4.0])), torch.tensor([1.0, 2.0]))",
+            metadata={"nbgrader": {**TEST_META, "grade_id": "test-torch", "points": 1}}),
     ]
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import families
 import nbformat
 import pytest
-from integrity_family import ATTACKS, EXPECTED, HONEST, write_integrity_assignment
+from integrity_family import ATTACKS, EXPECTED, HONEST, LIARS, MAX_SCORE, write_integrity_assignment
 from torchclass_grading import engine, report, sandbox
 from toy_assignment import submit, submit_with_cell
 
@@ -47,7 +47,7 @@ def _check_family(outcomes: dict):
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("integrity")
-    family, course, solution = _build(tmp, {**ATTACKS, **HONEST})
+    family, course, solution = _build(tmp, {**ATTACKS, **LIARS, **HONEST})
     aid = family.assignment_id
     # Malformed submissions: each a named problem on its student, the rest graded.
     bad_meta = nbformat.from_dict(solution)
@@ -90,7 +90,7 @@ def test_malformed_submissions_are_named_and_graded(local_run):
     assert any("metadata.nbgrader is not a mapping" in p for p in meta.problems), meta
     assert meta.status == "graded", meta
     kernel = outcomes["bad-kernelspec"]
-    assert kernel.status == "graded" and kernel.score == 2, kernel
+    assert kernel.status == "graded" and kernel.score == MAX_SCORE, kernel
     assert any("kernelspec is not a mapping" in p for p in kernel.problems), kernel
     stamp = outcomes["bad-timestamp"]
     assert stamp.status in ("graded", "error") and (stamp.status == "graded" or any(
@@ -164,8 +164,8 @@ def test_a_kernel_leaves_nothing_for_the_next(tmp_path):
         if p.name not in ("a-writer", "b-reader"):
             shutil.rmtree(p)
     outcomes = {o.student: o for o in engine.Engine(course, family.assignment_id, workers=1).run()}
-    assert outcomes["a-writer"].score == 2, outcomes["a-writer"]
-    assert outcomes["b-reader"].score == 2 and not outcomes["b-reader"].problems, outcomes["b-reader"]
+    assert outcomes["a-writer"].score == MAX_SCORE, outcomes["a-writer"]
+    assert outcomes["b-reader"].score == MAX_SCORE and not outcomes["b-reader"].problems, outcomes["b-reader"]
     for p in marks[:3]:
         assert not Path(p).exists(), f"{p} reached the grader's own namespace"
 
@@ -191,7 +191,7 @@ def test_the_attack_family_through_the_docker_backend(tmp_path):
     if _docker("info", check=False).returncode != 0:
         pytest.skip("no Docker engine answers: run 'make docker-engine'")
     image = _image_builder()._build("build-cpu", docker_backend.default_image())
-    family, course, _ = _build(tmp_path, {**ATTACKS, **HONEST})
+    family, course, _ = _build(tmp_path, {**ATTACKS, **LIARS, **HONEST})
     eng = engine.Engine(course, family.assignment_id, workers=2, backend="docker", image=image,
                         limits=sandbox.Limits(cpu_seconds=120, memory_bytes=2 << 30,
                                               processes=128, file_bytes=64 << 20))
