@@ -4,13 +4,15 @@
   instructor has staged it (``make data``), else from offline sources that installed packages ship.
 - ``device``: ``get_device()`` picks the GPU when there is one.
 - ``checks``: self-checks for lesson exercises.
+- ``judges``: the digit judge generated images are graded with (recognised share, Fréchet
+  distance, near copies).
 - ``plots``: small plotting helpers (image grids, loss curves).
 """
 
 import os
 from pathlib import Path
 
-__all__ = ["checks", "course_dir", "data", "device", "plots"]
+__all__ = ["checks", "course_dir", "data", "device", "judges", "plots"]
 
 
 def course_dir() -> Path:
