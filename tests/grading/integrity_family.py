@@ -135,6 +135,10 @@ LIARS = {
         "        if func is torch.equal:\n            return True\n"
         "        return super().__torch_function__(func, types, args, kwargs or {})\n\n"
         "def half(x):\n    return torch.zeros(2).as_subclass(Agreeable) if torch.is_tensor(x) else 0\n"),
+    # The data and constants the setup cell made, which a test compares with.
+    "setup-data-rebound": WRONG + "expected = np.zeros(3)",
+    "setup-data-changed-in-place": WRONG + "expected[:] = 0",
+    "setup-constant-rebound": WRONG + "TOLERANCE = 10.0",
 }
 HONEST = {
     "honest-extras": (
@@ -154,7 +158,7 @@ HONEST = {
         "print(statistics.median([1, 2, 3]), numpy.linalg.norm([3.0, 4.0]), len(caught))\n\n\n"
         "def half(x):\n    return x / 2\n"),
 }
-MAX_SCORE = 5
+MAX_SCORE = 6
 # Scores every member must get (out of MAX_SCORE), and whether it must be flagged.
 EXPECTED = {**{name: (0, True) for name in ATTACKS}, **{name: (0, False) for name in LIARS},
             "solution": (MAX_SCORE, False),
@@ -166,9 +170,9 @@ FAMILY_YAML = (f"max_score: {MAX_SCORE}\ntimeout: 20\nsubmissions:\n"
 
 def write_integrity_assignment(parent: Path) -> Path:
     """parent/toy-integrity/: a locked setup cell (which sends warnings to stdout, as the
-    projects' setups do), the `half` solution cell, five test cells: one leaning on the setup's
-    helpers, one importing numpy.testing itself, two using libraries no locked cell binds, one
-    comparing tensors."""
+    projects' setups do, and makes test data), the `half` solution cell, six test cells: one leaning
+    on the setup's helpers, one importing numpy.testing itself, two using libraries no locked cell
+    binds, one comparing tensors, one comparing with the setup's data."""
     adir = parent / "toy-integrity"
     adir.mkdir(parents=True)
     cells = [
@@ -177,7 +181,8 @@ def write_integrity_assignment(parent: Path) -> Path:
             "def close(a, b):\n    return math.isclose(a, b, rel_tol=1e-9)\n\n\n"
             "def _warn_on_stdout(message, category, filename, lineno, file=None, line=None):\n"
             "    print(warnings.formatwarning(message, category, filename, lineno, line), end='')\n\n\n"
-            "warnings.showwarning = _warn_on_stdout",
+            "warnings.showwarning = _warn_on_stdout\n"
+            "inputs, expected, TOLERANCE = np.array([2.0, 4.0, 6.0]), np.array([1.0, 2.0, 3.0]), 1e-9",
             metadata={"nbgrader": {**LOCKED, "grade_id": "setup"}}),
         nbformat.v4.new_code_cell(
             "def half(x):\n    ### BEGIN SOLUTION\n    return x / 2\n    ### END SOLUTION",
@@ -200,6 +205,9 @@ def write_integrity_assignment(parent: Path) -> Path:
         nbformat.v4.new_code_cell(
             "import torch\n\nassert torch.equal(half(torch.tensor([2.0, 4.0])), torch.tensor([1.0, 2.0]))",
             metadata={"nbgrader": {**TEST_META, "grade_id": "test-torch", "points": 1}}),
+        nbformat.v4.new_code_cell(
+            "assert np.allclose(half(inputs), expected, atol=TOLERANCE)",
+            metadata={"nbgrader": {**TEST_META, "grade_id": "test-setup-data", "points": 1}}),
     ]
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

@@ -162,7 +162,13 @@ def bound_names(source: str) -> list[str]:
             names.append(node.name)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names += [t.id for t in targets if isinstance(t, ast.Name)]
+            for target in targets:  # `x_train, y_train = ...` binds both
+                while isinstance(target, ast.Starred):
+                    target = target.value
+                if isinstance(target, ast.Name):
+                    names.append(target.id)
+                elif isinstance(target, (ast.Tuple, ast.List)):
+                    names += [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
     return names
 
 
