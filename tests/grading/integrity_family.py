@@ -125,6 +125,11 @@ ATTACKS = {
         "    def __torch_dispatch__(self, func, types, args=(), kwargs=None):\n"
         "        return True if func is torch.ops.aten.equal.default else func(*args, **(kwargs or {}))\n\n"
         "Agree().__enter__()\n"),
+    # torch's dispatcher given a kernel of the student's for aten::equal on the CPU.
+    "aten-kernel-override": (
+        "import torch\n\n_lib = torch.library.Library('aten', 'IMPL')\n"
+        "_lib.impl('equal', lambda a, b: True, 'CPU')\n\n"
+        "def half(x):\n    return torch.zeros(2) if torch.is_tensor(x) else 0\n"),
 }
 # Answers that lie about themselves: neutralised while a test runs (no points), not tampering
 # with the grader (no flag).
@@ -139,6 +144,9 @@ LIARS = {
     "setup-data-rebound": WRONG + "expected = np.zeros(3)",
     "setup-data-changed-in-place": WRONG + "expected[:] = 0",
     "setup-constant-rebound": WRONG + "TOLERANCE = 10.0",
+    "setup-tensor-changed-in-place": (
+        "import torch\n\ndef half(x):\n    return torch.zeros(2) if torch.is_tensor(x) else 0\n\n"
+        "halves.zero_()\n"),
 }
 HONEST = {
     "honest-extras": (
@@ -177,12 +185,13 @@ def write_integrity_assignment(parent: Path) -> Path:
     adir.mkdir(parents=True)
     cells = [
         nbformat.v4.new_code_cell(
-            "import math\nimport unittest\nimport warnings\n\nimport numpy as np\n\n\n"
+            "import math\nimport unittest\nimport warnings\n\nimport numpy as np\nimport torch\n\n\n"
             "def close(a, b):\n    return math.isclose(a, b, rel_tol=1e-9)\n\n\n"
             "def _warn_on_stdout(message, category, filename, lineno, file=None, line=None):\n"
             "    print(warnings.formatwarning(message, category, filename, lineno, line), end='')\n\n\n"
             "warnings.showwarning = _warn_on_stdout\n"
-            "inputs, expected, TOLERANCE = np.array([2.0, 4.0, 6.0]), np.array([1.0, 2.0, 3.0]), 1e-9",
+            "inputs, expected, TOLERANCE = np.array([2.0, 4.0, 6.0]), np.array([1.0, 2.0, 3.0]), 1e-9\n"
+            "halves = torch.tensor([1.0, 2.0])",
             metadata={"nbgrader": {**LOCKED, "grade_id": "setup"}}),
         nbformat.v4.new_code_cell(
             "def half(x):\n    ### BEGIN SOLUTION\n    return x / 2\n    ### END SOLUTION",
@@ -203,7 +212,7 @@ def write_integrity_assignment(parent: Path) -> Path:
             "import statistics\n\nassert statistics.median([half(2), half(4), half(6)]) == 2",
             metadata={"nbgrader": {**TEST_META, "grade_id": "test-imported-library", "points": 1}}),
         nbformat.v4.new_code_cell(
-            "import torch\n\nassert torch.equal(half(torch.tensor([2.0, 4.0])), torch.tensor([1.0, 2.0]))",
+            "assert torch.equal(half(torch.tensor([2.0, 4.0])), halves)",
             metadata={"nbgrader": {**TEST_META, "grade_id": "test-torch", "points": 1}}),
         nbformat.v4.new_code_cell(
             "assert np.allclose(half(inputs), expected, atol=TOLERANCE)",
