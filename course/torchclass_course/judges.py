@@ -40,9 +40,11 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(real.data, dtype=torch.float32) / 8 - 1, torch.tensor(real.target)
 
 
-def digit_split() -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of the training and held-out digits: the same fixed shuffle everywhere."""
-    order = torch.randperm(len(load_digits().target), generator=torch.Generator().manual_seed(0))
+def digit_split(count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the training and held-out digits (of `count`, default all of scikit-learn's):
+    the same fixed shuffle everywhere."""
+    count = len(load_digits().target) if count is None else count
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(0))
     return order[:TRAIN_DIGITS], order[TRAIN_DIGITS:]
 
 
@@ -64,7 +66,7 @@ class DigitJudge:
 
     def __init__(self):
         self.images, self.labels = digits()
-        self.train_idx, self.test_idx = digit_split()
+        self.train_idx, self.test_idx = digit_split(len(self.images))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             self.classifier = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))

@@ -327,12 +327,13 @@ def _torchclass_sentinel():
             a = array_of(bound.get(name))
             if a is not _None and a.shape == shape and _np_bytes(a) == kept:
                 continue
-            try:
-                if a is _None or a.shape != shape:
-                    raise _ValueError
-                _memoryview(a).cast("B")[:] = kept  # C-contiguous and writable, or it raises
-            except (_ValueError, _TypeError):
-                found.append(f"{name}, which a locked cell made, was changed in place")
+            if a is not _None and a.shape == shape:
+                try:
+                    _memoryview(a).cast("B")[:] = kept  # C-contiguous and writable, or it raises
+                    continue
+                except (_ValueError, _TypeError):
+                    pass
+            found.append(f"{name}, which a locked cell made, was changed in place")
 
     def modes_active():
         for _, length, before in torch_stacks:
@@ -507,10 +508,8 @@ def _torchclass_sentinel():
                         if accept is _None:
                             found.append(f"{name}.{attr} was deleted")
                             continue
-                        attrs = _dict(attrs) if not changed else attrs
                         del attrs[attr]
                     elif rebinding(name, attr, new) or accepted(new, accept):
-                        attrs = _dict(attrs) if not changed else attrs
                         attrs[attr] = new
                     else:
                         found.append(f"{name}.{attr} was replaced")
@@ -524,7 +523,6 @@ def _torchclass_sentinel():
                             found.append(f"{name}.{attr} was added (student code)")
                             flagged = True
                             continue
-                        attrs = _dict(attrs) if not changed else attrs
                         attrs[attr] = new
                         changed = True
                 size = entry[5]
@@ -643,10 +641,9 @@ def _torchclass_sentinel():
             if now is not value and not (now is not builtins_seen and trusted_object(now)):
                 found.append(f"builtins.{name} was replaced")
         library_changes(found)
-        for what, length, before in torch_stacks:
-            if length() > before:
-                found.append(f"{what} was left active")
-        if not modes_active():
+        active = [what for what, length, before in torch_stacks if length() > before]
+        found += [f"{what} was left active" for what in active]
+        if not active:
             restore_data(found)
         kernel_changes(found)
         for name, (m, attrs, strict) in _tuple(_items(helpers)):

@@ -176,6 +176,11 @@ FAMILY_YAML = (f"max_score: {MAX_SCORE}\ntimeout: 20\nsubmissions:\n"
                f"  solution: {{score: {MAX_SCORE}}}\n  untouched: {{score: 0}}\n")
 
 
+def _test_cell(grade_id: str, source: str):
+    return nbformat.v4.new_code_cell(
+        source, metadata={"nbgrader": {**TEST_META, "grade_id": grade_id, "points": 1}})
+
+
 def write_integrity_assignment(parent: Path) -> Path:
     """parent/toy-integrity/: a locked setup cell (which sends warnings to stdout, as the
     projects' setups do, and makes test data), the `half` solution cell, six test cells: one leaning
@@ -196,27 +201,21 @@ def write_integrity_assignment(parent: Path) -> Path:
         nbformat.v4.new_code_cell(
             "def half(x):\n    ### BEGIN SOLUTION\n    return x / 2\n    ### END SOLUTION",
             metadata={"nbgrader": {**SOLUTION_META, "grade_id": "half"}}),
-        nbformat.v4.new_code_cell(
+        _test_cell("test-close",
             "assert close(half(3), 1.5)\nassert abs(half(-4)) == 2\n### BEGIN HIDDEN TESTS\n"
-            "assert np.isclose(half(-5), -2.5) and math.isclose(half(1), 0.5)\n### END HIDDEN TESTS",
-            metadata={"nbgrader": {**TEST_META, "grade_id": "test-close", "points": 1}}),
-        nbformat.v4.new_code_cell(
+            "assert np.isclose(half(-5), -2.5) and math.isclose(half(1), 0.5)\n### END HIDDEN TESTS"),
+        _test_cell("test-helpers",
             "from numpy.testing import assert_allclose\n"
             "unittest.TestCase().assertEqual(half(4), 2)\n### BEGIN HIDDEN TESTS\n"
-            "assert_allclose(half(np.arange(3.0)), [0, 0.5, 1])\n### END HIDDEN TESTS",
-            metadata={"nbgrader": {**TEST_META, "grade_id": "test-helpers", "points": 1}}),
-        nbformat.v4.new_code_cell(
-            "assert np.linalg.norm([half(6), half(8)]) == 5",
-            metadata={"nbgrader": {**TEST_META, "grade_id": "test-loaded-library", "points": 1}}),
-        nbformat.v4.new_code_cell(
-            "import statistics\n\nassert statistics.median([half(2), half(4), half(6)]) == 2",
-            metadata={"nbgrader": {**TEST_META, "grade_id": "test-imported-library", "points": 1}}),
-        nbformat.v4.new_code_cell(
-            "assert torch.equal(half(torch.tensor([2.0, 4.0])), halves)",
-            metadata={"nbgrader": {**TEST_META, "grade_id": "test-torch", "points": 1}}),
-        nbformat.v4.new_code_cell(
-            "assert np.allclose(half(inputs), expected, atol=TOLERANCE)",
-            metadata={"nbgrader": {**TEST_META, "grade_id": "test-setup-data", "points": 1}}),
+            "assert_allclose(half(np.arange(3.0)), [0, 0.5, 1])\n### END HIDDEN TESTS"),
+        _test_cell("test-loaded-library",
+            "assert np.linalg.norm([half(6), half(8)]) == 5"),
+        _test_cell("test-imported-library",
+            "import statistics\n\nassert statistics.median([half(2), half(4), half(6)]) == 2"),
+        _test_cell("test-torch",
+            "assert torch.equal(half(torch.tensor([2.0, 4.0])), halves)"),
+        _test_cell("test-setup-data",
+            "assert np.allclose(half(inputs), expected, atol=TOLERANCE)"),
     ]
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
