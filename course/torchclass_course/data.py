@@ -449,7 +449,9 @@ def reviews() -> tuple[list[str], list[int], list[str], list[int]]:
     _report(
         "reviews",
         Source("offline", "the course's own labelled film reviews", course_reviews.__file__),
-        "IMDB is used instead once the instructor runs `make data`.",
+        "Most of them turn on word order ('dull, but superb'), so a bag of words reaches about "
+        "70% and a sequence model nearly 100%; IMDB is used instead once the instructor runs "
+        "`make data`.",
     )
     return train[0], train[1], test[0], test[1]
 

@@ -1,10 +1,14 @@
 """The course's own labelled film reviews: the offline stand-in for IMDB.
 
 No installed package ships labelled sentiment text, so the course writes its own. Every
-sentence below was written for torchclass. A review is a few sentences drawn from these pools:
-mostly sentences of its label, often a neutral remark, and sometimes one sentence of the other
-sentiment ("the music was lovely, but...") so that counting a single word is not enough.
-Generation is seeded, so every student and every grader sees the same set.
+sentence below was written for torchclass. About a third of the reviews are plain: a few
+sentences of their own sentiment, from which a model learns what the words mean. The rest hinge
+on one sentence of two clauses with opposite sentiment, where the connective decides ("the plot
+was dull, but the acting was superb"; "the acting was superb, although the plot was dull") and
+"not" flips a clause. Those use the same words for both labels, so a bag of words cannot read
+them: a linear model on word counts stays near 70% on this set, and a model that reads the
+words in order can reach nearly 100%. Generation is seeded, so every student and every grader
+sees the same set.
 """
 
 import random
@@ -121,21 +125,62 @@ NEUTRAL = [
     "I went in knowing very little about it.",
 ]
 
-# Connectors that introduce a sentence of the other sentiment.
-CONTRAST = ["That said,", "Even so,", "To be fair,", "On the other hand,"]
+# Order-dependent reviews are built from clauses: "<aspect> <verb> <quality>". A clause's
+# sentiment is its quality's, flipped when the verb is negated.
+ASPECTS = ["the acting", "the script", "the music", "the ending", "the camera work", "the pacing",
+           "the dialogue", "the lead performance", "the story", "the humour", "the editing",
+           "the cast", "the plot", "the soundtrack", "the first act", "the direction"]
+VERBS = ["was", "is", "felt", "seemed"]
+NEGATED_VERBS = ["was not", "is not", "never felt", "did not seem"]
+GOOD = ["superb", "gripping", "moving", "clever", "beautiful", "sharp", "delightful", "brilliant",
+        "wonderful", "charming", "excellent", "inventive", "thrilling", "touching"]
+BAD = ["dull", "clumsy", "tedious", "flat", "predictable", "forgettable", "awful", "lazy",
+       "wooden", "confused", "boring", "shallow", "sloppy", "tiresome"]
+
+# Two clauses of opposite sentiment, and the connective decides which one is the verdict. The
+# same words come in both orders, so counting words cannot tell "the plot was dull, but the
+# acting was superb" (positive) from "the acting was superb, but the plot was dull" (negative):
+# only the order, the connective and "not" can.
+CONTRASTS = [
+    "{other}, but {verdict}.",
+    "{other}, yet {verdict}.",
+    "Although {other}, {verdict}.",
+    "Even though {other}, {verdict}.",
+    "{verdict}, although {other}.",
+    "{verdict}, even though {other}.",
+]
+
+# Share of reviews made of one contrast sentence (plus neutral remarks); the others are plain
+# reviews of sentences of their own sentiment, from which a model learns what the words mean.
+CONTRAST_SHARE = 0.65
+
+
+def _clause(rng: random.Random, aspect: str, positive: bool) -> str:
+    negated = rng.random() < 0.35
+    quality = rng.choice(GOOD if positive != negated else BAD)
+    return f"{aspect} {rng.choice(NEGATED_VERBS if negated else VERBS)} {quality}"
+
+
+def _contrast(rng: random.Random, label: int) -> str:
+    verdict_aspect, other_aspect = rng.sample(ASPECTS, 2)
+    sentence = rng.choice(CONTRASTS).format(
+        verdict=_clause(rng, verdict_aspect, label == 1),
+        other=_clause(rng, other_aspect, label != 1),
+    )
+    return sentence[0].upper() + sentence[1:]
+
+
+def _plain(rng: random.Random, label: int) -> list[str]:
+    return rng.sample(POSITIVE if label == 1 else NEGATIVE, rng.randint(2, 3))
 
 
 def _review(rng: random.Random, label: int) -> str:
     genre = rng.choice(GENRES)
-    own, other = (POSITIVE, NEGATIVE) if label == 1 else (NEGATIVE, POSITIVE)
-    sentences = []
+    sentences = _plain(rng, label) if rng.random() >= CONTRAST_SHARE else [_contrast(rng, label)]
     if rng.random() < 0.6:
-        sentences.append(rng.choice(NEUTRAL))
-    sentences += rng.sample(own, rng.randint(2, 3))
+        sentences.insert(0, rng.choice(NEUTRAL))
     if rng.random() < 0.3:
-        twist = rng.choice(other)
-        # The other-sentiment sentence never comes last, so the review's verdict is clear.
-        sentences.insert(len(sentences) - 1, f"{rng.choice(CONTRAST)} {twist[0].lower()}{twist[1:]}")
+        sentences.append(rng.choice(NEUTRAL))
     return " ".join(s.format(genre=genre) for s in sentences)
 
 

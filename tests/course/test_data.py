@@ -104,6 +104,24 @@ def test_reviews_offline_are_labelled_and_deterministic(offline_env, capsys):
     assert positive.count("brilliant") > negative.count("brilliant")
 
 
+def test_offline_reviews_are_not_solved_by_a_bag_of_words(offline_env):
+    """s2-lstm-sentiment's target is 90% on these reviews: a classifier blind to word order must
+    stay well below it, or the project would grade nothing a bag of words cannot do."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    train_x, train_y, test_x, test_y = data.reviews()
+    for ngrams, ceiling in (((1, 1), 0.75), ((1, 2), 0.80)):
+        words = CountVectorizer(ngram_range=ngrams).fit(train_x)
+        best = max(
+            LogisticRegression(C=c, max_iter=2000)
+            .fit(words.transform(train_x), train_y)
+            .score(words.transform(test_x), test_y)
+            for c in (0.1, 1.0, 10.0)
+        )
+        assert 0.55 < best < ceiling, (ngrams, best)  # it learns something, not the task
+
+
 def test_char_corpus_is_long_text(offline_env):
     text = data.char_corpus()
     assert isinstance(text, str) and len(text) > 400_000
