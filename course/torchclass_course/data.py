@@ -521,7 +521,8 @@ def segmentation_images(n: int = 64, size: int = 64, seed: int = 0):
 
     Half are crops of scikit-image's ``coins`` photo (mask: the coins, by Otsu's threshold);
     half are its ``horse`` silhouette filled with one photo texture and pasted at a random place
-    and scale onto another (mask: the horse).
+    and scale onto another (mask: the horse). No people drew these masks: the loader says so
+    when it runs, and a test keeps a tuned brightness threshold well below the project's target.
     """
     import skimage.data
     import torch
@@ -567,7 +568,12 @@ def segmentation_images(n: int = 64, size: int = 64, seed: int = 0):
             masks[i] = mask
     _report(
         "segmentation_images",
-        Source("offline", "coins and horse photos with masks (scikit-image)", skimage.data.__path__[0]),
+        Source("offline", "coins and horse photos with made masks (scikit-image)", skimage.data.__path__[0]),
+        "No segmentation set with masks drawn by people ships offline, so these masks are made: "
+        "the coins by a brightness threshold, the horse by pasting its silhouette on another "
+        "photo. Thresholding the best colour channel reaches an IoU of about 0.6 here, so a "
+        "model must learn shape and texture to pass s3-unet-segmentation's 0.75, but scores "
+        "are not comparable with a real benchmark such as Oxford-IIIT Pet.",
     )
     return (
         torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),

@@ -164,6 +164,37 @@ def test_segmentation_images_have_matching_masks(offline_env):
     assert abs(fg - bg) > 0.05
 
 
+def test_offline_segmentation_is_not_solved_by_a_threshold(offline_env):
+    """s3-unet-segmentation's target is an IoU of 0.75 on the project's 16 held-out images. The
+    masks are made, half of them by thresholding the coins photo, so brightness alone must stay
+    well below the target: the best single channel and threshold, tuned on the held-out images
+    themselves, and a per-image Otsu threshold told the right polarity for every image."""
+    from skimage.filters import threshold_otsu
+
+    images, masks = data.segmentation_images(n=64, size=32, seed=0)
+    assert "made masks" in data.SOURCES["segmentation_images"].name  # it says what the data is
+    x, y = images[48:], masks[48:].bool()
+
+    def iou(pred, truth):
+        return ((pred & truth).sum() / (pred | truth).sum().clamp(min=1)).item()
+
+    channels = [x[:, c : c + 1] for c in range(3)] + [x.mean(1, keepdim=True)]
+    best = max(
+        iou(channel > t, y) if bright else iou(channel < t, y)
+        for channel in channels
+        for t in torch.linspace(0, 1, 101)
+        for bright in (True, False)
+    )
+    otsu = []
+    for i in range(len(x)):
+        grey = x[i].mean(0).numpy()
+        above = torch.from_numpy(grey > threshold_otsu(grey))
+        otsu.append(max(above, ~above, key=lambda p: iou(p, y[i, 0])))
+    per_image = iou(torch.stack(otsu).unsqueeze(1), y)
+    assert 0.3 < best < 0.65, best  # it finds something, not the task
+    assert per_image < 0.72, per_image
+
+
 def test_pretrained_cnn_offline_recognises_a_cat(offline_env, capsys):
     import skimage.data
     from PIL import Image
